@@ -1,0 +1,62 @@
+"""Alembic environment: runs migrations on keepdesk's async engine (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import context
+from sqlalchemy import JSON
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from keepdesk.db import UTCDateTime
+from keepdesk.metadata import metadata
+
+config = context.config
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations must not import keepdesk's own types: render them as plain SQLAlchemy.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, JSON) and getattr(obj, "_variant_mapping", None):
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return "sa.JSON().with_variant(postgresql.JSONB(), 'postgresql')"
+    return False
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_item=render_item,
+        compare_type=True,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    asyncio.run(
+        _run_async(
+            config.attributes.get("keepdesk_url") or config.get_main_option("sqlalchemy.url") or ""
+        )
+    )

@@ -1,0 +1,5 @@
+"""`python -m keepdesk` runs the command line."""
+
+from keepdesk.cli import main
+
+main()

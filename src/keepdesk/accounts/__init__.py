@@ -1,0 +1,1 @@
+"""Agents, contacts, teams, browser sessions, API tokens, and who may see what."""

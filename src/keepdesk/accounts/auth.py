@@ -1,0 +1,310 @@
+"""Proving who you are: API tokens, browser sessions, and the sign-in throttle.
+
+Throttling counts failures per account and per IP address in the database, so it holds across
+processes and restarts. A throttled sign-in is refused before the password is checked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keepdesk.accounts.access import Actor
+from keepdesk.accounts.models import Agent, ApiToken, LoginThrottle, TeamMembership, WebSession
+from keepdesk.accounts.secrets import (
+    hash_password,
+    new_token,
+    password_needs_rehash,
+    token_hash,
+    verify_password,
+)
+from keepdesk.audit import service as audit
+from keepdesk.audit.service import AuditActor
+from keepdesk.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+
+API_TOKEN_PREFIX = "kd_"  # noqa: S105 - a label, not a secret
+SESSION_TOKEN_PREFIX = "kds_"  # noqa: S105 - a label, not a secret
+# last_used_at is written at most this often, so reading the API does not mean writing the DB.
+_TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+_SESSION_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+async def _actor_for(session: AsyncSession, agent: Agent) -> Actor:
+    team_ids = await session.scalars(
+        select(TeamMembership.team_id).where(TeamMembership.agent_id == agent.id)
+    )
+    return Actor(
+        agent_id=agent.id,
+        email=agent.email,
+        name=agent.name,
+        role=agent.role,
+        team_ids=frozenset(team_ids.all()),
+    )
+
+
+async def actor_for_agent(session: AsyncSession, agent_id: int) -> Actor:
+    agent = await session.get(Agent, agent_id)
+    if agent is None or not agent.is_active:
+        raise NotFound(f"no active agent with id {agent_id}")
+    return await _actor_for(session, agent)
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+async def create_api_token(
+    session: AsyncSession, *, by: AuditActor, agent_id: int, name: str, now: datetime
+) -> tuple[ApiToken, str]:
+    """A new token for the agent; the plain token is returned here and never again."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None or not agent.is_active:
+        raise NotFound(f"no active agent with id {agent_id}")
+    name = " ".join(name.split())
+    if not name or len(name) > 100:
+        raise InvalidInput("token name must have 1 to 100 characters")
+    raw = new_token(API_TOKEN_PREFIX)
+    token = ApiToken(
+        agent_id=agent_id,
+        name=name,
+        token_hash=token_hash(raw),
+        prefix=raw[:10],
+        created_at=now,
+    )
+    session.add(token)
+    await session.flush()
+    await audit.record(
+        session,
+        actor=by,
+        action="token.created",
+        object_type="api_token",
+        object_id=token.id,
+        at=now,
+        data={"agent_id": agent_id, "name": name, "prefix": token.prefix},
+    )
+    return token, raw
+
+
+async def authenticate_token(
+    session: AsyncSession, raw: str, *, now: datetime
+) -> tuple[Actor, int, bool]:
+    """The actor behind a token, the token's id, and whether its last use is worth recording."""
+    row = (
+        await session.execute(
+            select(ApiToken, Agent)
+            .join(Agent, Agent.id == ApiToken.agent_id)
+            .where(
+                ApiToken.token_hash == token_hash(raw),
+                ApiToken.revoked_at.is_(None),
+                Agent.is_active.is_(True),
+            )
+        )
+    ).first()
+    if row is None:
+        raise Unauthenticated("the API token is not valid", code="invalid_token")
+    token, agent = row
+    stale = token.last_used_at is None or now - token.last_used_at > _TOKEN_TOUCH_INTERVAL
+    return await _actor_for(session, agent), token.id, stale
+
+
+async def list_api_tokens(session: AsyncSession, *, agent_id: int) -> list[ApiToken]:
+    return list(
+        (
+            await session.scalars(
+                select(ApiToken).where(ApiToken.agent_id == agent_id).order_by(ApiToken.id)
+            )
+        ).all()
+    )
+
+
+async def revoke_api_token(
+    session: AsyncSession, *, actor: Actor, token_id: int, now: datetime
+) -> ApiToken:
+    token = await session.get(ApiToken, token_id)
+    # Someone else's token is "not found" unless you are an admin.
+    if token is None or (token.agent_id != actor.agent_id and not actor.is_admin):
+        raise NotFound(f"no token with id {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = now
+        await audit.record(
+            session,
+            actor=actor.audit,
+            action="token.revoked",
+            object_type="api_token",
+            object_id=token.id,
+            at=now,
+            data={"agent_id": token.agent_id},
+        )
+    return token
+
+
+# --- sign-in and browser sessions -------------------------------------------------------------
+
+
+async def _throttle_rows(session: AsyncSession, keys: list[str]) -> dict[str, LoginThrottle]:
+    rows = await session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))
+    return {row.key: row for row in rows}
+
+
+async def sign_in(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    ip_address: str,
+    user_agent: str,
+    now: datetime,
+    idle_minutes: int,
+    max_days: int,
+    max_failures_per_account: int,
+    max_failures_per_ip: int,
+    throttle_minutes: int,
+) -> tuple[WebSession, str]:
+    """Check a password and open a session; known and unknown accounts fail the same way.
+
+    The caller must commit even when this raises `Unauthenticated`, so the failure counts.
+    """
+    email = email.strip().lower()[:320]
+    keys = {f"account:{email}": max_failures_per_account, f"ip:{ip_address}": max_failures_per_ip}
+    rows = await _throttle_rows(session, list(keys))
+    for row in rows.values():
+        if row.locked_until is not None and row.locked_until > now:
+            wait = int((row.locked_until - now).total_seconds()) + 1
+            raise RateLimited(
+                f"too many failed sign-ins; try again in {(wait + 59) // 60} minutes",
+                retry_after=wait,
+            )
+
+    agent = await session.scalar(select(Agent).where(Agent.email == email))
+    ok = verify_password(agent.password_hash if agent else None, password)
+    if not ok or agent is None or not agent.is_active:
+        window = timedelta(minutes=throttle_minutes)
+        for key, limit in keys.items():
+            counter = rows.get(key)
+            if counter is None:
+                counter = LoginThrottle(key=key, failures=0, window_started_at=now)
+                session.add(counter)
+            elif now - counter.window_started_at > window:
+                counter.failures, counter.window_started_at, counter.locked_until = 0, now, None
+            counter.failures += 1
+            if counter.failures >= limit:
+                counter.locked_until = now + window
+        await audit.record(
+            session,
+            actor=audit.SYSTEM,
+            action="auth.sign_in_failed",
+            object_type="account",
+            object_id=email,
+            at=now,
+            data={"ip": ip_address},
+        )
+        await session.flush()
+        raise Unauthenticated("wrong email address or password", code="bad_credentials")
+
+    account_row = rows.get(f"account:{email}")
+    if account_row is not None:
+        await session.delete(account_row)
+    if agent.password_hash and password_needs_rehash(agent.password_hash):
+        agent.password_hash = hash_password(password)
+    raw = new_token(SESSION_TOKEN_PREFIX)
+    web_session = WebSession(
+        agent_id=agent.id,
+        token_hash=token_hash(raw),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=min(now + timedelta(days=max_days), now + timedelta(minutes=idle_minutes)),
+        ip_address=ip_address[:64],
+        user_agent=user_agent[:300],
+    )
+    session.add(web_session)
+    await session.flush()
+    await audit.record(
+        session,
+        actor=AuditActor(agent.id, agent.email),
+        action="auth.signed_in",
+        object_type="web_session",
+        object_id=web_session.id,
+        at=now,
+        data={"ip": ip_address},
+    )
+    return web_session, raw
+
+
+async def authenticate_session(
+    session: AsyncSession,
+    raw: str,
+    *,
+    now: datetime,
+    idle_minutes: int,
+    max_days: int,
+) -> tuple[Actor, WebSession]:
+    row = (
+        await session.execute(
+            select(WebSession, Agent)
+            .join(Agent, Agent.id == WebSession.agent_id)
+            .where(WebSession.token_hash == token_hash(raw), WebSession.revoked_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        raise Unauthenticated("please sign in", code="no_session")
+    web_session, agent = row
+    if not agent.is_active or web_session.expires_at <= now:
+        raise Unauthenticated("your session has ended; please sign in again", code="no_session")
+    if now - web_session.last_seen_at > _SESSION_TOUCH_INTERVAL:
+        web_session.last_seen_at = now
+        web_session.expires_at = min(
+            web_session.created_at + timedelta(days=max_days),
+            now + timedelta(minutes=idle_minutes),
+        )
+    return await _actor_for(session, agent), web_session
+
+
+async def list_sessions(session: AsyncSession, *, agent_id: int, now: datetime) -> list[WebSession]:
+    return list(
+        (
+            await session.scalars(
+                select(WebSession)
+                .where(
+                    WebSession.agent_id == agent_id,
+                    WebSession.revoked_at.is_(None),
+                    WebSession.expires_at > now,
+                )
+                .order_by(WebSession.last_seen_at.desc())
+            )
+        ).all()
+    )
+
+
+async def revoke_session(
+    session: AsyncSession, *, actor: Actor, session_id: int, now: datetime
+) -> None:
+    web_session = await session.get(WebSession, session_id)
+    if web_session is None or (web_session.agent_id != actor.agent_id and not actor.is_admin):
+        raise NotFound(f"no session with id {session_id}")
+    if web_session.revoked_at is None:
+        web_session.revoked_at = now
+        await audit.record(
+            session,
+            actor=actor.audit,
+            action="auth.session_revoked",
+            object_type="web_session",
+            object_id=session_id,
+            at=now,
+        )
+
+
+async def purge_ended_sessions(session: AsyncSession, *, now: datetime) -> None:
+    """Forget sessions that ended over a day ago and throttle windows that have passed."""
+    cutoff = now - timedelta(days=1)
+    await session.execute(
+        delete(WebSession).where(
+            or_(WebSession.expires_at < cutoff, WebSession.revoked_at < cutoff)
+        )
+    )
+    await session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.window_started_at < cutoff,
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+        )
+    )

@@ -1,0 +1,203 @@
+"""The ASGI application: routers, the one mapping from errors to HTTP, and the lifespan.
+
+`create_app(settings)` builds everything from the settings it is given; nothing is created at
+import time. API paths answer errors as `{"error": {"code", "message"}}`; other paths as a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keepdesk import __version__, errors
+from keepdesk.accounts import api as accounts_api
+from keepdesk.clock import Clock
+from keepdesk.config import Settings
+from keepdesk.ops import api as ops_api
+from keepdesk.runtime import Runtime
+from keepdesk.tickets import api as tickets_api
+from keepdesk.web.headers import SecurityHeaders
+from keepdesk.workers.runner import run_workers
+
+log = logging.getLogger("keepdesk.app")
+
+API_PREFIX = "/api/v1"
+
+STATUS = {
+    errors.NotFound: 404,
+    errors.InvalidInput: 422,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.Unavailable: 503,
+}
+
+_DESCRIPTION = """\
+The keepdesk REST API. Authenticate with `Authorization: Bearer <token>`; create a token with
+`keepdesk token create EMAIL` or `POST /api/v1/tokens`. Lists page with an opaque `cursor`
+and `limit`; every error is `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(
+    settings: Settings, *, start_workers: bool = True, clock: Clock | None = None
+) -> FastAPI:
+    runtime = Runtime.from_settings(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        workers = None
+        if start_workers and settings.workers_enabled:
+            workers = asyncio.create_task(run_workers(runtime, stop), name="keepdesk-workers")
+        try:
+            yield
+        finally:
+            stop.set()
+            if workers is not None:
+                await workers
+            await runtime.db.dispose()
+
+    app = FastAPI(
+        title="keepdesk",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        # The bundled docs pages load scripts from a CDN; no page of ours loads another host.
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.start_workers = start_workers
+    app.include_router(ops_api.router)
+    app.include_router(accounts_api.router, prefix=API_PREFIX)
+    app.include_router(tickets_api.router, prefix=API_PREFIX)
+    _install_error_handlers(app)
+    app.add_middleware(SecurityHeaders, https=settings.server_base_url.startswith("https://"))
+    return app
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/api/") or path in ("/healthz", "/readyz")
+
+
+def _error(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    if _wants_json(request):
+        body: dict[str, Any] = {"code": code, "message": message}
+        if details:
+            body["details"] = details
+        return JSONResponse({"error": body}, status_code=status, headers=headers)
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>keepdesk</title>"
+        f"<h1>{status}</h1><p>{html.escape(message)}</p>"
+    )
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.KeepdeskError)
+    async def keepdesk_error(request: Request, exc: errors.KeepdeskError) -> Response:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        headers = None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, errors.Unauthenticated) and _wants_json(request):
+            headers = {"WWW-Authenticate": 'Bearer realm="keepdesk"'}
+        return _error(request, status, exc.code, exc.message, exc.details or None, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body",
+                "message": err.get("msg", "invalid"),
+            }
+            for err in exc.errors()
+        ]
+        first = problems[0] if problems else {"field": "body", "message": "invalid"}
+        return _error(
+            request,
+            422,
+            "invalid_input",
+            f"{first['field']}: {first['message']}",
+            {"problems": problems[:20]},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return _error(
+            request,
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            message,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(StaleDataError)
+    async def stale(request: Request, exc: StaleDataError) -> Response:
+        return _error(
+            request,
+            409,
+            "version_conflict",
+            "someone else changed this at the same moment; reload it and try again",
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(request: Request, exc: IntegrityError) -> Response:
+        log.warning("integrity error (request %s): %s", _request_id(request), exc.orig)
+        return _error(
+            request,
+            409,
+            "conflict",
+            "the change conflicts with data saved at the same moment; try again",
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(OSError)
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        log.error("database unavailable (request %s): %s", _request_id(request), exc)
+        return _error(
+            request,
+            503,
+            "unavailable",
+            "the database is unavailable; try again in a moment",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error (request %s)", _request_id(request))
+        return _error(
+            request,
+            500,
+            "internal",
+            f"internal error; the server log has the details (request {_request_id(request)})",
+        )

@@ -1,0 +1,271 @@
+"""Settings, declared once: defaults < `config.toml` < `KEEPDESK_*` environment < CLI flags.
+
+The TOML file groups settings in tables (`[database] url = ...`); a setting's flat name joins the
+table and the key (`database_url`), which is also its environment name (`KEEPDESK_DATABASE_URL`).
+Nothing here runs at import time: the CLI calls `load_settings()` and passes the result down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from keepdesk.errors import ConfigError
+
+# The TOML tables; a flat setting name starts with one of these and an underscore.
+SECTIONS = ("server", "database", "auth", "api", "tickets", "log", "workers")
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEEPDESK_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        Path("keepdesk-data"),
+        description="Where the SQLite database, the blob store (attachments, raw mail) and the "
+        "generated instance secret live. Created on first start.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Instance secret for signing and encrypting. When unset, one is generated "
+        "into <data_dir>/secret_key on first start; set it explicitly when several instances "
+        "share one database.",
+    )
+
+    server_host: str = Field("127.0.0.1", description="Address `keepdesk serve` listens on.")
+    server_port: int = Field(8000, ge=1, le=65535, description="Port `keepdesk serve` listens on.")
+    server_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The public URL agents and customers reach keepdesk at; every link keepdesk "
+        "builds uses it, never the request's Host header.",
+    )
+
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Default: SQLite in <data_dir>/keepdesk.sqlite3. PostgreSQL: "
+        "postgresql+asyncpg://user:password@host:5432/keepdesk",
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="Connections per process.")
+    database_busy_timeout_ms: int = Field(
+        10_000, ge=0, le=600_000, description="SQLite only: how long a writer waits for the lock."
+    )
+    database_echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+    auth_session_idle_minutes: int = Field(
+        8 * 60, ge=5, description="A browser session ends after this long without use."
+    )
+    auth_session_max_days: int = Field(
+        14, ge=1, description="A browser session ends this long after sign-in, used or not."
+    )
+    auth_max_failures_per_account: int = Field(
+        5,
+        ge=1,
+        description="Failed sign-ins for one account within the window before it is throttled.",
+    )
+    auth_max_failures_per_ip: int = Field(
+        30,
+        ge=1,
+        description="Failed sign-ins from one IP address within the window before it is throttled.",
+    )
+    auth_throttle_minutes: int = Field(
+        15, ge=1, description="The throttle window, and how long a throttled account or IP waits."
+    )
+
+    api_page_size: int = Field(25, ge=1, le=500, description="Default `limit` of list endpoints.")
+    api_max_page_size: int = Field(100, ge=1, le=1000, description="Largest `limit` accepted.")
+
+    tickets_first_number: int = Field(
+        1000, ge=1, le=1_000_000_000, description="The number the first ticket gets."
+    )
+    tickets_max_body_chars: int = Field(
+        500_000, ge=1000, description="Longest message body accepted through the API or the UI."
+    )
+    tickets_max_attachment_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest single attachment accepted."
+    )
+    tickets_auto_close_days: int = Field(
+        7,
+        ge=0,
+        description="Resolved tickets close after this many days without a customer "
+        "reply; 0 never closes them.",
+    )
+
+    log_level: LogLevel = Field(LogLevel.info, description="debug, info, warning or error.")
+    log_format: LogFormat = Field(LogFormat.text, description="text (for people) or json.")
+
+    workers_enabled: bool = Field(
+        True, description="Run background work (mail, outbox, housekeeping) inside `serve`."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError("must be a URL like postgresql+asyncpg://user@host/db")
+        drivers = {
+            "sqlite": "sqlite+aiosqlite",
+            "sqlite+aiosqlite": "sqlite+aiosqlite",
+            "postgresql": "postgresql+asyncpg",
+            "postgres": "postgresql+asyncpg",
+            "postgresql+asyncpg": "postgresql+asyncpg",
+        }
+        if scheme not in drivers:
+            raise ValueError(f"unsupported database {scheme!r}: use sqlite or postgresql")
+        return f"{drivers[scheme]}://{rest}"
+
+    @field_validator("server_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or value.endswith("://"):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'keepdesk.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+def env_name(field: str) -> str:
+    return f"KEEPDESK_{field.upper()}"
+
+
+def toml_name(field: str) -> str:
+    section, _, key = field.partition("_")
+    if section in SECTIONS and key:
+        return f"[{section}] {key}"
+    return field
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """Feeds the flattened `config.toml` into pydantic-settings below the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _flatten(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise ConfigError(f"{path}: unknown table [{key}]")
+            for sub, subvalue in value.items():
+                flat[f"{key}_{sub}"] = subvalue
+        else:
+            flat[key] = value
+    return flat
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return _flatten(tomllib.load(f), path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the configuration; raise `ConfigError` with one readable line when it is wrong.
+
+    `config_path` falls back to `KEEPDESK_CONFIG`; `overrides` are CLI flags and beat everything.
+    """
+    if config_path is None and os.environ.get("KEEPDESK_CONFIG"):
+        config_path = Path(os.environ["KEEPDESK_CONFIG"])
+    file_data = _read_toml(config_path) if config_path else {}
+    source = str(config_path) if config_path else "config"
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _MappingSource(settings_cls, file_data))
+
+    try:
+        return _Loaded(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown setting {toml_name(field)}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(
+            f"bad setting {toml_name(field)} (env {env_name(field)}): {message}"
+        ) from None
+
+
+def instance_secret(settings: Settings) -> bytes:
+    """The configured secret, or the one generated into the data directory on first use."""
+    if settings.secret_key is not None:
+        value = settings.secret_key.get_secret_value().encode()
+        if len(value) < 32:
+            raise ConfigError(
+                "bad setting secret_key (env KEEPDESK_SECRET_KEY): use 32+ characters"
+            )
+        return value
+    path = settings.data_dir / "secret_key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48).encode()
+    # O_EXCL: two processes starting together must not end up with two secrets.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(value + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return value

@@ -1,0 +1,17 @@
+"""Every model, imported in one place, so Alembic and the tests see the whole schema."""
+
+from keepdesk.accounts import models as accounts_models
+from keepdesk.audit import models as audit_models
+from keepdesk.db import Base
+from keepdesk.tickets import models as tickets_models
+from keepdesk.workers import models as workers_models
+
+metadata = Base.metadata
+
+__all__ = [
+    "accounts_models",
+    "audit_models",
+    "metadata",
+    "tickets_models",
+    "workers_models",
+]

@@ -1,0 +1,1 @@
+"""Operations: the schema's migration state, health and readiness endpoints."""

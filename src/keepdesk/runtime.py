@@ -1,0 +1,51 @@
+"""What a running keepdesk holds for its whole life: settings, database, clock, blob store.
+
+`create_app` builds one and keeps it in `app.state.runtime`; CLI commands build their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+from keepdesk.blobs import BlobStore
+from keepdesk.clock import Clock, SystemClock
+from keepdesk.config import Settings, instance_secret
+from keepdesk.db import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    blobs: BlobStore
+    secret: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout_ms=settings.database_busy_timeout_ms,
+            echo=settings.database_echo,
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            clock=clock or SystemClock(),
+            blobs=BlobStore(settings.blob_dir),
+            secret=instance_secret(settings),
+        )
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.db.dispose()

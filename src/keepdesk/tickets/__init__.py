@@ -1,0 +1,1 @@
+"""Tickets, their messages, attachments, tags and history, and the rules that move them."""

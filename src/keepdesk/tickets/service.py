@@ -1,0 +1,684 @@
+"""Ticket commands: open, reply, note, customer message, and changes to status, owner and tags.
+
+Each command loads what the actor may see, applies the rules of `states`, writes one event per
+changed field, bumps the ticket's version once, and flushes. The caller commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keepdesk.accounts import service as accounts
+from keepdesk.accounts.access import Actor
+from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
+from keepdesk.blobs import BlobStore
+from keepdesk.errors import Conflict, InvalidInput
+from keepdesk.tickets import states
+from keepdesk.tickets.filenames import safe_filename
+from keepdesk.tickets.html import sanitize_html
+from keepdesk.tickets.models import (
+    Attachment,
+    Channel,
+    Counter,
+    EventAction,
+    Message,
+    MessageKind,
+    Priority,
+    Tag,
+    Ticket,
+    TicketEvent,
+    TicketStatus,
+)
+from keepdesk.tickets.queries import get_visible_ticket
+
+MAX_TAGS = 20
+_TAG = re.compile(r"^[\w][\w.:/+-]{0,49}$")
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True)
+class TicketPolicy:
+    """The configurable limits ticket commands enforce."""
+
+    first_number: int = 1000
+    max_attachment_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TicketChanges:
+    status: TicketStatus | None = None
+    priority: Priority | None = None
+    assignee_id: int | _Unset | None = UNSET
+    team_id: int | _Unset | None = UNSET
+    tags: Sequence[str] | None = None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def normalize_tags(tags: Iterable[str]) -> list[str]:
+    clean: list[str] = []
+    for raw in tags:
+        tag = "-".join(raw.strip().lower().split())
+        if not _TAG.match(tag):
+            raise InvalidInput(
+                f"tag {raw[:60]!r} is not valid: use 1-50 letters, digits and . : / + - _",
+                code="invalid_tag",
+            )
+        if tag not in clean:
+            clean.append(tag)
+    if len(clean) > MAX_TAGS:
+        raise InvalidInput(f"a ticket can have at most {MAX_TAGS} tags", code="too_many_tags")
+    return sorted(clean)
+
+
+async def _tags_by_name(session: AsyncSession, names: list[str]) -> list[Tag]:
+    if not names:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(insert(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing())
+    return list((await session.scalars(select(Tag).where(Tag.name.in_(names)))).all())
+
+
+async def _next_number(session: AsyncSession, first: int) -> int:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(Counter).values(name="ticket", value=first - 1).on_conflict_do_nothing()
+    )
+    # The row lock taken here is held to commit, so numbers are handed out one at a time.
+    number = await session.scalar(
+        update(Counter)
+        .where(Counter.name == "ticket")
+        .values(value=Counter.value + 1)
+        .returning(Counter.value)
+    )
+    assert number is not None
+    return int(number)
+
+
+def _event(
+    session: AsyncSession,
+    ticket: Ticket,
+    *,
+    action: EventAction,
+    now: datetime,
+    agent_id: int | None = None,
+    contact_id: int | None = None,
+    field: str | None = None,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,
+            created_at=now,
+            actor_agent_id=agent_id,
+            actor_contact_id=contact_id,
+            action=action,
+            field=field,
+            before=before,
+            after=after,
+        )
+    )
+
+
+def _touch(ticket: Ticket, now: datetime) -> None:
+    ticket.updated_at = now
+    ticket.version = ticket.version + 1
+
+
+def _check_version(ticket: Ticket, expected: int | None) -> None:
+    if expected is not None and expected != ticket.version:
+        raise Conflict(
+            f"ticket #{ticket.number} changed since version {expected} (it is at version "
+            f"{ticket.version}); reload it and try again",
+            code="version_conflict",
+            current_version=ticket.version,
+        )
+
+
+def _set_status(
+    session: AsyncSession,
+    ticket: Ticket,
+    status: TicketStatus,
+    *,
+    now: datetime,
+    agent_id: int | None = None,
+    contact_id: int | None = None,
+) -> None:
+    if status == ticket.status:
+        return
+    if not states.can_transition(ticket.status, status):
+        raise Conflict(states.why_not(ticket.status, status), code="invalid_transition")
+    _event(
+        session,
+        ticket,
+        action=EventAction.changed,
+        now=now,
+        agent_id=agent_id,
+        contact_id=contact_id,
+        field="status",
+        before=ticket.status.value,
+        after=status.value,
+    )
+    ticket.status = status
+    if status == TicketStatus.resolved:
+        ticket.resolved_at = now
+    elif status == TicketStatus.closed:
+        ticket.closed_at = now
+        ticket.resolved_at = ticket.resolved_at or now
+    elif status in (TicketStatus.open, TicketStatus.pending):
+        ticket.resolved_at = None
+
+
+async def _store_attachments(
+    session: AsyncSession,
+    *,
+    blobs: BlobStore,
+    message: Message,
+    attachments: Sequence[NewAttachment],
+    policy: TicketPolicy,
+    now: datetime,
+) -> None:
+    for index, item in enumerate(attachments, start=1):
+        if len(item.data) > policy.max_attachment_bytes:
+            raise InvalidInput(
+                f"attachment {index} is larger than {policy.max_attachment_bytes} bytes",
+                code="attachment_too_large",
+            )
+    for index, item in enumerate(attachments, start=1):
+        # The blob is on disk (fsynced) before the row that points at it can commit.
+        key = await asyncio.to_thread(blobs.put, item.data)
+        content_type = item.content_type.strip().lower()
+        if not _CONTENT_TYPE.match(content_type):
+            content_type = "application/octet-stream"
+        session.add(
+            Attachment(
+                message_id=message.id,
+                ticket_id=message.ticket_id,
+                blob_key=key,
+                filename=safe_filename(item.filename, index),
+                content_type=content_type,
+                size=len(item.data),
+                created_at=now,
+            )
+        )
+
+
+async def _add_message(
+    session: AsyncSession,
+    ticket: Ticket,
+    *,
+    kind: MessageKind,
+    body: str,
+    body_html: str | None,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    attachments: Sequence[NewAttachment] = (),
+    agent_id: int | None = None,
+    contact_id: int | None = None,
+) -> Message:
+    if not body.strip() and not body_html and not attachments:
+        raise InvalidInput("a message needs a body or an attachment", code="empty_message")
+    message = Message(
+        ticket_id=ticket.id,
+        kind=kind,
+        author_agent_id=agent_id,
+        author_contact_id=contact_id,
+        body_text=body,
+        body_html=sanitize_html(body_html) if body_html else None,
+        created_at=now,
+    )
+    session.add(message)
+    await session.flush()
+    await _store_attachments(
+        session, blobs=blobs, message=message, attachments=attachments, policy=policy, now=now
+    )
+    _event(
+        session,
+        ticket,
+        action=EventAction.message_added,
+        now=now,
+        agent_id=agent_id,
+        contact_id=contact_id,
+        field="message",
+        after={"id": message.id, "kind": kind.value},
+    )
+    return message
+
+
+async def _check_assignee(session: AsyncSession, ticket: Ticket, assignee_id: int) -> Agent:
+    agent = await session.get(Agent, assignee_id)
+    if agent is None or not agent.is_active:
+        raise InvalidInput(f"no active agent with id {assignee_id}", code="unknown_agent")
+    if ticket.team_id is not None and agent.role != AgentRole.admin:
+        member = await session.get(TeamMembership, (ticket.team_id, agent.id))
+        if member is None:
+            raise InvalidInput(
+                f"{agent.name} is not a member of this ticket's team", code="not_team_member"
+            )
+    return agent
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+async def open_ticket(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    subject: str,
+    body: str,
+    requester_email: str,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    requester_name: str = "",
+    body_html: str | None = None,
+    priority: Priority = Priority.normal,
+    team_id: int | None = None,
+    tags: Sequence[str] = (),
+    channel: Channel = Channel.api,
+    attachments: Sequence[NewAttachment] = (),
+) -> Ticket:
+    """An agent (or an integration with an agent's token) files a customer's request."""
+    subject = " ".join(subject.split())
+    if not subject:
+        raise InvalidInput("subject must not be empty", code="empty_subject")
+    if team_id is None and not actor.is_admin:
+        if len(actor.team_ids) != 1:
+            raise InvalidInput(
+                "team_id is required: you belong to "
+                f"{len(actor.team_ids) or 'no'} teams, so keepdesk cannot pick one for you",
+                code="team_required",
+            )
+        (team_id,) = actor.team_ids
+    if team_id is not None:
+        await accounts.get_team(session, team_id)
+    requester = await accounts.find_or_create_contact(
+        session, email=requester_email, name=requester_name, now=now
+    )
+    ticket = await _create(
+        session,
+        subject=subject,
+        requester=requester,
+        channel=channel,
+        priority=priority,
+        team_id=team_id,
+        tags=normalize_tags(tags),
+        now=now,
+        policy=policy,
+        agent_id=actor.agent_id,
+    )
+    await _add_message(
+        session,
+        ticket,
+        kind=MessageKind.customer,
+        body=body,
+        body_html=body_html,
+        now=now,
+        blobs=blobs,
+        policy=policy,
+        attachments=attachments,
+        contact_id=requester.id,
+    )
+    await session.flush()
+    return ticket
+
+
+async def _create(
+    session: AsyncSession,
+    *,
+    subject: str,
+    requester: Contact,
+    channel: Channel,
+    priority: Priority,
+    team_id: int | None,
+    tags: list[str],
+    now: datetime,
+    policy: TicketPolicy,
+    agent_id: int | None = None,
+    contact_id: int | None = None,
+    follow_up_of: Ticket | None = None,
+) -> Ticket:
+    ticket = Ticket(
+        number=await _next_number(session, policy.first_number),
+        subject=subject[:1000],
+        status=TicketStatus.new,
+        priority=priority,
+        channel=channel,
+        requester_id=requester.id,
+        team_id=team_id,
+        assignee_id=None,
+        follow_up_of_id=follow_up_of.id if follow_up_of else None,
+        created_at=now,
+        updated_at=now,
+        version=1,
+    )
+    ticket.tags = await _tags_by_name(session, tags)
+    session.add(ticket)
+    await session.flush()
+    _event(
+        session,
+        ticket,
+        action=EventAction.created,
+        now=now,
+        agent_id=agent_id,
+        contact_id=contact_id,
+        after={
+            "subject": ticket.subject,
+            "status": "new",
+            "priority": priority.value,
+            "channel": channel.value,
+            "team_id": team_id,
+            "tags": tags,
+        },
+    )
+    if follow_up_of is not None:
+        _event(
+            session,
+            ticket,
+            action=EventAction.follow_up_opened,
+            now=now,
+            contact_id=contact_id,
+            field="follow_up_of",
+            after=follow_up_of.number,
+        )
+        _event(
+            session,
+            follow_up_of,
+            action=EventAction.follow_up_opened,
+            now=now,
+            contact_id=contact_id,
+            field="follow_up",
+            after=ticket.number,
+        )
+    return ticket
+
+
+async def add_agent_message(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    number: int,
+    kind: MessageKind,
+    body: str,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    body_html: str | None = None,
+    attachments: Sequence[NewAttachment] = (),
+    expected_version: int | None = None,
+) -> tuple[Ticket, Message]:
+    """A reply to the customer or an internal note. A reply on a new ticket opens it and the
+    first one records the first-response time."""
+    if kind not in (MessageKind.reply, MessageKind.note):
+        raise InvalidInput("kind must be reply or note", code="invalid_kind")
+    ticket = await get_visible_ticket(session, actor=actor, number=number)
+    _check_version(ticket, expected_version)
+    if kind == MessageKind.reply and ticket.status == TicketStatus.closed:
+        raise Conflict(
+            f"ticket #{number} is closed; replies go on a new ticket", code="ticket_closed"
+        )
+    message = await _add_message(
+        session,
+        ticket,
+        kind=kind,
+        body=body,
+        body_html=body_html,
+        now=now,
+        blobs=blobs,
+        policy=policy,
+        attachments=attachments,
+        agent_id=actor.agent_id,
+    )
+    if kind == MessageKind.reply and ticket.first_response_at is None:
+        ticket.first_response_at = now
+    if ticket.status != TicketStatus.closed:
+        _set_status(
+            session,
+            ticket,
+            states.after_agent_action(ticket.status),
+            now=now,
+            agent_id=actor.agent_id,
+        )
+    _touch(ticket, now)
+    await session.flush()
+    return ticket, message
+
+
+async def record_customer_message(
+    session: AsyncSession,
+    *,
+    ticket: Ticket,
+    contact: Contact,
+    body: str,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    body_html: str | None = None,
+    attachments: Sequence[NewAttachment] = (),
+    channel: Channel | None = None,
+) -> tuple[Ticket, Message]:
+    """The customer wrote on `ticket` (already matched by the channel). A resolved or pending
+    ticket reopens; a closed one stays closed and the message opens a linked follow-up."""
+    if ticket.status == TicketStatus.closed:
+        follow_up = await _create(
+            session,
+            subject=ticket.subject,
+            requester=contact,
+            channel=channel or ticket.channel,
+            priority=ticket.priority,
+            team_id=ticket.team_id,
+            tags=[],
+            now=now,
+            policy=policy,
+            contact_id=contact.id,
+            follow_up_of=ticket,
+        )
+        message = await _add_message(
+            session,
+            follow_up,
+            kind=MessageKind.customer,
+            body=body,
+            body_html=body_html,
+            now=now,
+            blobs=blobs,
+            policy=policy,
+            attachments=attachments,
+            contact_id=contact.id,
+        )
+        _touch(ticket, now)
+        await session.flush()
+        return follow_up, message
+    message = await _add_message(
+        session,
+        ticket,
+        kind=MessageKind.customer,
+        body=body,
+        body_html=body_html,
+        now=now,
+        blobs=blobs,
+        policy=policy,
+        attachments=attachments,
+        contact_id=contact.id,
+    )
+    _set_status(
+        session,
+        ticket,
+        states.after_customer_message(ticket.status),
+        now=now,
+        contact_id=contact.id,
+    )
+    _touch(ticket, now)
+    await session.flush()
+    return ticket, message
+
+
+async def update_ticket(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    number: int,
+    changes: TicketChanges,
+    now: datetime,
+    expected_version: int | None = None,
+) -> Ticket:
+    """Apply several field changes as one: one version bump, one event per changed field."""
+    ticket = await get_visible_ticket(session, actor=actor, number=number)
+    _check_version(ticket, expected_version)
+    agent_id = actor.agent_id
+    changed = False
+
+    def closed_guard() -> None:
+        # Only tags may still change on a closed ticket (for reporting); nothing else moves it.
+        if ticket.status == TicketStatus.closed:
+            raise Conflict(
+                states.why_not(TicketStatus.closed, TicketStatus.open), code="ticket_closed"
+            )
+
+    if not isinstance(changes.team_id, _Unset) and changes.team_id != ticket.team_id:
+        closed_guard()
+        if changes.team_id is not None:
+            await accounts.get_team(session, changes.team_id)
+        _event(
+            session,
+            ticket,
+            action=EventAction.changed,
+            now=now,
+            agent_id=agent_id,
+            field="team",
+            before=ticket.team_id,
+            after=changes.team_id,
+        )
+        ticket.team_id = changes.team_id
+        changed = True
+        if isinstance(changes.assignee_id, _Unset) and ticket.assignee_id is not None:
+            # A hand-over to another team: keep the owner only if they are in it.
+            current = await session.get(Agent, ticket.assignee_id)
+            in_team = (
+                changes.team_id is None
+                or (await session.get(TeamMembership, (changes.team_id, ticket.assignee_id)))
+                is not None
+            )
+            if current is None or not (in_team or current.role == AgentRole.admin):
+                _event(
+                    session,
+                    ticket,
+                    action=EventAction.changed,
+                    now=now,
+                    agent_id=agent_id,
+                    field="assignee",
+                    before=ticket.assignee_id,
+                    after=None,
+                )
+                ticket.assignee_id = None
+
+    if not isinstance(changes.assignee_id, _Unset) and changes.assignee_id != ticket.assignee_id:
+        closed_guard()
+        if changes.assignee_id is not None:
+            await _check_assignee(session, ticket, changes.assignee_id)
+        _event(
+            session,
+            ticket,
+            action=EventAction.changed,
+            now=now,
+            agent_id=agent_id,
+            field="assignee",
+            before=ticket.assignee_id,
+            after=changes.assignee_id,
+        )
+        ticket.assignee_id = changes.assignee_id
+        changed = True
+
+    if changes.priority is not None and changes.priority != ticket.priority:
+        closed_guard()
+        _event(
+            session,
+            ticket,
+            action=EventAction.changed,
+            now=now,
+            agent_id=agent_id,
+            field="priority",
+            before=ticket.priority.value,
+            after=changes.priority.value,
+        )
+        ticket.priority = changes.priority
+        changed = True
+
+    if changes.tags is not None:
+        wanted = normalize_tags(changes.tags)
+        current_tags = [t.name for t in ticket.tags]
+        if wanted != current_tags:
+            _event(
+                session,
+                ticket,
+                action=EventAction.changed,
+                now=now,
+                agent_id=agent_id,
+                field="tags",
+                before=current_tags,
+                after=wanted,
+            )
+            ticket.tags = await _tags_by_name(session, wanted)
+            changed = True
+
+    target = changes.status
+    if target is None and changed:
+        target = states.after_agent_action(ticket.status)
+    if target is not None and target != ticket.status:
+        closed_guard()
+        _set_status(session, ticket, target, now=now, agent_id=agent_id)
+        changed = True
+
+    if changed:
+        _touch(ticket, now)
+        await session.flush()
+    return ticket
+
+
+async def close_resolved_tickets(
+    session: AsyncSession, *, now: datetime, resolved_before: datetime, batch: int = 200
+) -> int:
+    """Close tickets resolved before the cut-off with no word from the customer since."""
+    due = (
+        await session.scalars(
+            select(Ticket)
+            .where(Ticket.status == TicketStatus.resolved, Ticket.resolved_at < resolved_before)
+            .order_by(Ticket.resolved_at)
+            .limit(batch)
+        )
+    ).all()
+    for ticket in due:
+        _set_status(session, ticket, TicketStatus.closed, now=now)
+        _touch(ticket, now)
+    await session.flush()
+    return len(due)

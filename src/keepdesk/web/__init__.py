@@ -1,0 +1,1 @@
+"""Shared web plumbing: the page layout, static files, security headers, common API types."""

@@ -1,0 +1,1 @@
+"""Background work: the one list of tasks, their supervision, and database leases."""

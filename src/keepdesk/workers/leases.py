@@ -1,0 +1,39 @@
+"""Database leases: one process at a time runs a task, across any number of instances.
+
+A lease is a row that names its holder and expiry. Taking it is one atomic upsert that only
+succeeds when the row is free, expired, or already ours; a holder that dies loses it at expiry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keepdesk.workers.models import Lease
+
+
+async def acquire(
+    session: AsyncSession, *, name: str, holder: str, ttl: timedelta, now: datetime
+) -> bool:
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Lease)
+        .values(name=name, holder=holder, expires_at=now + ttl)
+        .on_conflict_do_update(
+            index_elements=[Lease.name],
+            set_={"holder": holder, "expires_at": now + ttl},
+            where=or_(Lease.expires_at < now, Lease.holder == holder),
+        )
+        .returning(Lease.holder)
+    )
+    got: str | None = await session.scalar(stmt)
+    return got == holder
+
+
+async def release(session: AsyncSession, *, name: str, holder: str) -> None:
+    await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))

@@ -1,0 +1,78 @@
+"""Runs every registered task in its own supervised loop until asked to stop.
+
+A failing unit is logged and retried with exponential back-off; one task's failure never stops
+another. Exclusive tasks take their lease first, so with several instances only one runs each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from keepdesk.runtime import Runtime
+from keepdesk.workers import leases
+from keepdesk.workers.registry import TASKS, Task
+
+log = logging.getLogger("keepdesk.workers")
+
+_MAX_BACKOFF = 300.0
+
+
+def holder_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when asked to stop; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def run_once(runtime: Runtime, task: Task, *, holder: str) -> bool:
+    """Run one unit of the task if its lease is ours; False when another process holds it."""
+    if task.exclusive:
+        ttl = max(task.every * 2, timedelta(minutes=2))
+        async with runtime.db.session(write=True) as session:
+            mine = await leases.acquire(
+                session, name=task.name, holder=holder, ttl=ttl, now=runtime.clock.now()
+            )
+            await session.commit()
+        if not mine:
+            return False
+    await task.run(runtime)
+    return True
+
+
+async def _supervise(runtime: Runtime, task: Task, stop: asyncio.Event, holder: str) -> None:
+    failures = 0
+    while not stop.is_set():
+        try:
+            await run_once(runtime, task, holder=holder)
+            failures = 0
+            delay = task.every.total_seconds()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            delay = min(_MAX_BACKOFF, 2.0**failures)
+            log.exception(
+                "task %s failed (%d in a row); retrying in %.0fs", task.name, failures, delay
+            )
+        if await _wait(stop, delay):
+            return
+
+
+async def run_workers(
+    runtime: Runtime, stop: asyncio.Event, tasks: tuple[Task, ...] = TASKS
+) -> None:
+    holder = holder_name()
+    log.info("background tasks started: %s", ", ".join(t.name for t in tasks))
+    async with asyncio.TaskGroup() as group:
+        for task in tasks:
+            group.create_task(_supervise(runtime, task, stop, holder), name=task.name)

@@ -1,0 +1,1 @@
+"""Test support: real services (PostgreSQL), the fake clock, named users."""

@@ -16,6 +16,7 @@ from keepdesk.tickets import queries
 from keepdesk.tickets import service as tickets
 from keepdesk.tickets.filenames import content_disposition
 from keepdesk.tickets.models import Channel, Priority, Ticket, TicketStatus
+from keepdesk.tickets.policy import TicketPolicy
 from keepdesk.tickets.schemas import (
     EventRead,
     MessageCreate,
@@ -51,9 +52,9 @@ def _limit(runtime: Runtime, limit: int | None) -> int:
     return min(limit or runtime.settings.api_page_size, runtime.settings.api_max_page_size)
 
 
-def _policy(runtime: Runtime) -> tickets.TicketPolicy:
+def _policy(runtime: Runtime) -> TicketPolicy:
     s = runtime.settings
-    return tickets.TicketPolicy(
+    return TicketPolicy(
         first_number=s.tickets_first_number, max_attachment_bytes=s.tickets_max_attachment_bytes
     )
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from keepdesk.accounts.schemas import PersonRef, TeamRef
+from keepdesk.tickets.attachments import NewAttachment
 from keepdesk.tickets.models import (
     Channel,
     EventAction,
@@ -20,7 +21,6 @@ from keepdesk.tickets.models import (
     TicketEvent,
     TicketStatus,
 )
-from keepdesk.tickets.service import NewAttachment
 from keepdesk.web.schema import ApiModel, Text
 
 MAX_BODY = 500_000

@@ -6,12 +6,10 @@ changed field, bumps the ticket's version once, and flushes. The caller commits.
 
 from __future__ import annotations
 
-import asyncio
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,11 +21,10 @@ from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
 from keepdesk.blobs import BlobStore
 from keepdesk.errors import Conflict, InvalidInput
-from keepdesk.tickets import states
-from keepdesk.tickets.filenames import safe_filename
+from keepdesk.tickets import history, states
+from keepdesk.tickets.attachments import NewAttachment, store_attachments
 from keepdesk.tickets.html import sanitize_html
 from keepdesk.tickets.models import (
-    Attachment,
     Channel,
     Counter,
     EventAction,
@@ -36,14 +33,10 @@ from keepdesk.tickets.models import (
     Priority,
     Tag,
     Ticket,
-    TicketEvent,
     TicketStatus,
 )
+from keepdesk.tickets.policy import TicketPolicy, normalize_tags
 from keepdesk.tickets.queries import get_visible_ticket
-
-MAX_TAGS = 20
-_TAG = re.compile(r"^[\w][\w.:/+-]{0,49}$")
-_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$")
 
 
 class _Unset:
@@ -52,21 +45,6 @@ class _Unset:
 
 
 UNSET: Final = _Unset()
-
-
-@dataclass(frozen=True)
-class TicketPolicy:
-    """The configurable limits ticket commands enforce."""
-
-    first_number: int = 1000
-    max_attachment_bytes: int = 25 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class NewAttachment:
-    filename: str | None
-    content_type: str
-    data: bytes
 
 
 @dataclass(frozen=True)
@@ -79,22 +57,6 @@ class TicketChanges:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def normalize_tags(tags: Iterable[str]) -> list[str]:
-    clean: list[str] = []
-    for raw in tags:
-        tag = "-".join(raw.strip().lower().split())
-        if not _TAG.match(tag):
-            raise InvalidInput(
-                f"tag {raw[:60]!r} is not valid: use 1-50 letters, digits and . : / + - _",
-                code="invalid_tag",
-            )
-        if tag not in clean:
-            clean.append(tag)
-    if len(clean) > MAX_TAGS:
-        raise InvalidInput(f"a ticket can have at most {MAX_TAGS} tags", code="too_many_tags")
-    return sorted(clean)
 
 
 async def _tags_by_name(session: AsyncSession, names: list[str]) -> list[Tag]:
@@ -121,115 +83,6 @@ async def _next_number(session: AsyncSession, first: int) -> int:
     )
     assert number is not None
     return int(number)
-
-
-def _event(
-    session: AsyncSession,
-    ticket: Ticket,
-    *,
-    action: EventAction,
-    now: datetime,
-    agent_id: int | None = None,
-    contact_id: int | None = None,
-    field: str | None = None,
-    before: Any = None,
-    after: Any = None,
-) -> None:
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id,
-            created_at=now,
-            actor_agent_id=agent_id,
-            actor_contact_id=contact_id,
-            action=action,
-            field=field,
-            before=before,
-            after=after,
-        )
-    )
-
-
-def _touch(ticket: Ticket, now: datetime) -> None:
-    ticket.updated_at = now
-    ticket.version = ticket.version + 1
-
-
-def _check_version(ticket: Ticket, expected: int | None) -> None:
-    if expected is not None and expected != ticket.version:
-        raise Conflict(
-            f"ticket #{ticket.number} changed since version {expected} (it is at version "
-            f"{ticket.version}); reload it and try again",
-            code="version_conflict",
-            current_version=ticket.version,
-        )
-
-
-def _set_status(
-    session: AsyncSession,
-    ticket: Ticket,
-    status: TicketStatus,
-    *,
-    now: datetime,
-    agent_id: int | None = None,
-    contact_id: int | None = None,
-) -> None:
-    if status == ticket.status:
-        return
-    if not states.can_transition(ticket.status, status):
-        raise Conflict(states.why_not(ticket.status, status), code="invalid_transition")
-    _event(
-        session,
-        ticket,
-        action=EventAction.changed,
-        now=now,
-        agent_id=agent_id,
-        contact_id=contact_id,
-        field="status",
-        before=ticket.status.value,
-        after=status.value,
-    )
-    ticket.status = status
-    if status == TicketStatus.resolved:
-        ticket.resolved_at = now
-    elif status == TicketStatus.closed:
-        ticket.closed_at = now
-        ticket.resolved_at = ticket.resolved_at or now
-    elif status in (TicketStatus.open, TicketStatus.pending):
-        ticket.resolved_at = None
-
-
-async def _store_attachments(
-    session: AsyncSession,
-    *,
-    blobs: BlobStore,
-    message: Message,
-    attachments: Sequence[NewAttachment],
-    policy: TicketPolicy,
-    now: datetime,
-) -> None:
-    for index, item in enumerate(attachments, start=1):
-        if len(item.data) > policy.max_attachment_bytes:
-            raise InvalidInput(
-                f"attachment {index} is larger than {policy.max_attachment_bytes} bytes",
-                code="attachment_too_large",
-            )
-    for index, item in enumerate(attachments, start=1):
-        # The blob is on disk (fsynced) before the row that points at it can commit.
-        key = await asyncio.to_thread(blobs.put, item.data)
-        content_type = item.content_type.strip().lower()
-        if not _CONTENT_TYPE.match(content_type):
-            content_type = "application/octet-stream"
-        session.add(
-            Attachment(
-                message_id=message.id,
-                ticket_id=message.ticket_id,
-                blob_key=key,
-                filename=safe_filename(item.filename, index),
-                content_type=content_type,
-                size=len(item.data),
-                created_at=now,
-            )
-        )
 
 
 async def _add_message(
@@ -259,10 +112,10 @@ async def _add_message(
     )
     session.add(message)
     await session.flush()
-    await _store_attachments(
+    await store_attachments(
         session, blobs=blobs, message=message, attachments=attachments, policy=policy, now=now
     )
-    _event(
+    history.record_event(
         session,
         ticket,
         action=EventAction.message_added,
@@ -386,7 +239,7 @@ async def _create(
     ticket.tags = await _tags_by_name(session, tags)
     session.add(ticket)
     await session.flush()
-    _event(
+    history.record_event(
         session,
         ticket,
         action=EventAction.created,
@@ -403,7 +256,7 @@ async def _create(
         },
     )
     if follow_up_of is not None:
-        _event(
+        history.record_event(
             session,
             ticket,
             action=EventAction.follow_up_opened,
@@ -412,7 +265,7 @@ async def _create(
             field="follow_up_of",
             after=follow_up_of.number,
         )
-        _event(
+        history.record_event(
             session,
             follow_up_of,
             action=EventAction.follow_up_opened,
@@ -443,7 +296,7 @@ async def add_agent_message(
     if kind not in (MessageKind.reply, MessageKind.note):
         raise InvalidInput("kind must be reply or note", code="invalid_kind")
     ticket = await get_visible_ticket(session, actor=actor, number=number)
-    _check_version(ticket, expected_version)
+    history.check_version(ticket, expected_version)
     if kind == MessageKind.reply and ticket.status == TicketStatus.closed:
         raise Conflict(
             f"ticket #{number} is closed; replies go on a new ticket", code="ticket_closed"
@@ -463,14 +316,14 @@ async def add_agent_message(
     if kind == MessageKind.reply and ticket.first_response_at is None:
         ticket.first_response_at = now
     if ticket.status != TicketStatus.closed:
-        _set_status(
+        history.set_status(
             session,
             ticket,
             states.after_agent_action(ticket.status),
             now=now,
             agent_id=actor.agent_id,
         )
-    _touch(ticket, now)
+    history.touch(ticket, now)
     await session.flush()
     return ticket, message
 
@@ -516,7 +369,7 @@ async def record_customer_message(
             attachments=attachments,
             contact_id=contact.id,
         )
-        _touch(ticket, now)
+        history.touch(ticket, now)
         await session.flush()
         return follow_up, message
     message = await _add_message(
@@ -531,14 +384,14 @@ async def record_customer_message(
         attachments=attachments,
         contact_id=contact.id,
     )
-    _set_status(
+    history.set_status(
         session,
         ticket,
         states.after_customer_message(ticket.status),
         now=now,
         contact_id=contact.id,
     )
-    _touch(ticket, now)
+    history.touch(ticket, now)
     await session.flush()
     return ticket, message
 
@@ -554,7 +407,7 @@ async def update_ticket(
 ) -> Ticket:
     """Apply several field changes as one: one version bump, one event per changed field."""
     ticket = await get_visible_ticket(session, actor=actor, number=number)
-    _check_version(ticket, expected_version)
+    history.check_version(ticket, expected_version)
     agent_id = actor.agent_id
     changed = False
 
@@ -569,7 +422,7 @@ async def update_ticket(
         closed_guard()
         if changes.team_id is not None:
             await accounts.get_team(session, changes.team_id)
-        _event(
+        history.record_event(
             session,
             ticket,
             action=EventAction.changed,
@@ -590,7 +443,7 @@ async def update_ticket(
                 is not None
             )
             if current is None or not (in_team or current.role == AgentRole.admin):
-                _event(
+                history.record_event(
                     session,
                     ticket,
                     action=EventAction.changed,
@@ -606,7 +459,7 @@ async def update_ticket(
         closed_guard()
         if changes.assignee_id is not None:
             await _check_assignee(session, ticket, changes.assignee_id)
-        _event(
+        history.record_event(
             session,
             ticket,
             action=EventAction.changed,
@@ -621,7 +474,7 @@ async def update_ticket(
 
     if changes.priority is not None and changes.priority != ticket.priority:
         closed_guard()
-        _event(
+        history.record_event(
             session,
             ticket,
             action=EventAction.changed,
@@ -638,7 +491,7 @@ async def update_ticket(
         wanted = normalize_tags(changes.tags)
         current_tags = [t.name for t in ticket.tags]
         if wanted != current_tags:
-            _event(
+            history.record_event(
                 session,
                 ticket,
                 action=EventAction.changed,
@@ -656,11 +509,11 @@ async def update_ticket(
         target = states.after_agent_action(ticket.status)
     if target is not None and target != ticket.status:
         closed_guard()
-        _set_status(session, ticket, target, now=now, agent_id=agent_id)
+        history.set_status(session, ticket, target, now=now, agent_id=agent_id)
         changed = True
 
     if changed:
-        _touch(ticket, now)
+        history.touch(ticket, now)
         await session.flush()
     return ticket
 
@@ -678,7 +531,7 @@ async def close_resolved_tickets(
         )
     ).all()
     for ticket in due:
-        _set_status(session, ticket, TicketStatus.closed, now=now)
-        _touch(ticket, now)
+        history.set_status(session, ticket, TicketStatus.closed, now=now)
+        history.touch(ticket, now)
     await session.flush()
     return len(due)

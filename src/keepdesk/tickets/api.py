@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 
 from keepdesk.accounts.dependencies import ApiActor, RuntimeDep, Session
 from keepdesk.errors import InvalidInput, NotFound
+from keepdesk.outbox import service as outbox
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import queries
 from keepdesk.tickets import service as tickets
@@ -53,10 +54,7 @@ def _limit(runtime: Runtime, limit: int | None) -> int:
 
 
 def _policy(runtime: Runtime) -> TicketPolicy:
-    s = runtime.settings
-    return TicketPolicy(
-        first_number=s.tickets_first_number, max_attachment_bytes=s.tickets_max_attachment_bytes
-    )
+    return TicketPolicy.from_runtime(runtime)
 
 
 def _expected_version(if_match: str | None, body_version: int | None) -> int | None:
@@ -230,7 +228,11 @@ async def list_messages(
     page = await queries.list_messages(
         session, ticket=ticket, cursor=cursor, limit=_limit(runtime, limit)
     )
-    return ListPage(items=[MessageRead.of(m) for m in page.items], next_cursor=page.next_cursor)
+    deliveries = await outbox.deliveries_for_messages(session, [m.id for m in page.items])
+    return ListPage(
+        items=[MessageRead.of(m, deliveries.get(m.id)) for m in page.items],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post(
@@ -264,7 +266,10 @@ async def create_message(
     await session.commit()
     ticket = await queries.get_visible_ticket(session, actor=actor, number=number)
     stored = await queries.get_message(session, ticket=ticket, message_id=message_id)
-    return MessageCreated(message=MessageRead.of(stored), ticket=_ticket_read(ticket))
+    deliveries = await outbox.deliveries_for_messages(session, [message_id])
+    return MessageCreated(
+        message=MessageRead.of(stored, deliveries.get(message_id)), ticket=_ticket_read(ticket)
+    )
 
 
 @router.get(

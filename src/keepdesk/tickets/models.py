@@ -73,6 +73,8 @@ class Ticket(Base):
     requester_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="RESTRICT"))
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    # The mailbox the ticket came in on; replies leave through it.
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"))
     follow_up_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("tickets.id", ondelete="SET NULL"), index=True
     )

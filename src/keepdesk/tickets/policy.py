@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from keepdesk.errors import InvalidInput
+from keepdesk.runtime import Runtime
 
 MAX_TAGS = 20
 _TAG = re.compile(r"^[\w][\w.:/+-]{0,49}$")
@@ -14,10 +16,23 @@ _TAG = re.compile(r"^[\w][\w.:/+-]{0,49}$")
 
 @dataclass(frozen=True)
 class TicketPolicy:
-    """The configurable limits ticket commands enforce."""
+    """What ticket commands need to know from the configuration."""
 
     first_number: int = 1000
     max_attachment_bytes: int = 25 * 1024 * 1024
+    # Signs the Message-IDs of outbound mail (see outbox.ids); the domain they carry.
+    mail_secret: bytes = b""
+    message_id_domain: str = "keepdesk.invalid"
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime) -> TicketPolicy:
+        s = runtime.settings
+        return cls(
+            first_number=s.tickets_first_number,
+            max_attachment_bytes=s.tickets_max_attachment_bytes,
+            mail_secret=runtime.secret,
+            message_id_domain=urlsplit(s.server_base_url).hostname or "keepdesk.invalid",
+        )
 
 
 def normalize_tags(tags: Iterable[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from keepdesk.accounts.schemas import PersonRef, TeamRef
+from keepdesk.outbox.service import Delivery
 from keepdesk.tickets.attachments import NewAttachment
 from keepdesk.tickets.models import (
     Channel,
@@ -162,11 +163,12 @@ class MessageRead(BaseModel):
     created_at: datetime
     attachments: list[AttachmentRead]
     delivery: DeliveryRead | None = Field(
-        description="Mail delivery of a reply; null until the mail channel delivers replies."
+        description="Mail delivery of a reply: `queued`, `sending`, `retrying`, `uncertain`, "
+        "`sent` or `failed` (with the mail server's words in `error`); null for other kinds."
     )
 
     @classmethod
-    def of(cls, message: Message) -> MessageRead:
+    def of(cls, message: Message, delivery: Delivery | None = None) -> MessageRead:
         author: AuthorRead | None = None
         if message.author_agent is not None:
             a = message.author_agent
@@ -187,7 +189,9 @@ class MessageRead(BaseModel):
                 )
                 for x in message.attachments
             ],
-            delivery=None,
+            delivery=DeliveryRead(status=delivery.status.value, error=delivery.error)
+            if delivery
+            else None,
         )
 
 

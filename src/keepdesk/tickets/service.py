@@ -21,6 +21,9 @@ from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
 from keepdesk.blobs import BlobStore
 from keepdesk.errors import Conflict, InvalidInput
+from keepdesk.outbox import ids
+from keepdesk.outbox import service as outbox
+from keepdesk.outbox.models import OutboxKind
 from keepdesk.tickets import history, states
 from keepdesk.tickets.attachments import NewAttachment, store_attachments
 from keepdesk.tickets.html import sanitize_html
@@ -207,6 +210,52 @@ async def open_ticket(
     return ticket
 
 
+async def open_customer_ticket(
+    session: AsyncSession,
+    *,
+    requester: Contact,
+    subject: str,
+    body: str,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    channel: Channel,
+    body_html: str | None = None,
+    attachments: Sequence[NewAttachment] = (),
+    team_id: int | None = None,
+    mailbox_id: int | None = None,
+    tags: Sequence[str] = (),
+) -> tuple[Ticket, Message]:
+    """A customer's new request arriving by itself (mail, portal): no agent involved."""
+    ticket = await _create(
+        session,
+        subject=" ".join(subject.split()) or "(no subject)",
+        requester=requester,
+        channel=channel,
+        priority=Priority.normal,
+        team_id=team_id,
+        tags=normalize_tags(tags),
+        now=now,
+        policy=policy,
+        contact_id=requester.id,
+        mailbox_id=mailbox_id,
+    )
+    message = await _add_message(
+        session,
+        ticket,
+        kind=MessageKind.customer,
+        body=body,
+        body_html=body_html,
+        now=now,
+        blobs=blobs,
+        policy=policy,
+        attachments=attachments,
+        contact_id=requester.id,
+    )
+    await session.flush()
+    return ticket, message
+
+
 async def _create(
     session: AsyncSession,
     *,
@@ -221,6 +270,7 @@ async def _create(
     agent_id: int | None = None,
     contact_id: int | None = None,
     follow_up_of: Ticket | None = None,
+    mailbox_id: int | None = None,
 ) -> Ticket:
     ticket = Ticket(
         number=await _next_number(session, policy.first_number),
@@ -232,6 +282,7 @@ async def _create(
         team_id=team_id,
         assignee_id=None,
         follow_up_of_id=follow_up_of.id if follow_up_of else None,
+        mailbox_id=mailbox_id if follow_up_of is None else follow_up_of.mailbox_id,
         created_at=now,
         updated_at=now,
         version=1,
@@ -313,8 +364,23 @@ async def add_agent_message(
         attachments=attachments,
         agent_id=actor.agent_id,
     )
-    if kind == MessageKind.reply and ticket.first_response_at is None:
-        ticket.first_response_at = now
+    if kind == MessageKind.reply:
+        # Committed with the reply itself; a sender task delivers it (AC-15).
+        await outbox.enqueue(
+            session,
+            kind=OutboxKind.reply,
+            message_id_header=ids.issue(
+                policy.mail_secret, number=ticket.number, kind="reply",
+                domain=policy.message_id_domain,
+            ),
+            recipients=[ticket.requester.email],
+            now=now,
+            mailbox_id=ticket.mailbox_id,
+            ticket_id=ticket.id,
+            ticket_message_id=message.id,
+        )
+        if ticket.first_response_at is None:
+            ticket.first_response_at = now
     if ticket.status != TicketStatus.closed:
         history.set_status(
             session,
@@ -340,10 +406,14 @@ async def record_customer_message(
     body_html: str | None = None,
     attachments: Sequence[NewAttachment] = (),
     channel: Channel | None = None,
+    automated: bool = False,
 ) -> tuple[Ticket, Message]:
     """The customer wrote on `ticket` (already matched by the channel). A resolved or pending
-    ticket reopens; a closed one stays closed and the message opens a linked follow-up."""
-    if ticket.status == TicketStatus.closed:
+    ticket reopens; a closed one stays closed and the message opens a linked follow-up.
+
+    An `automated` message (an out-of-office reply, RFC 3834) is kept on the ticket but moves
+    nothing: no reopening, no follow-up."""
+    if ticket.status == TicketStatus.closed and not automated:
         follow_up = await _create(
             session,
             subject=ticket.subject,
@@ -384,13 +454,14 @@ async def record_customer_message(
         attachments=attachments,
         contact_id=contact.id,
     )
-    history.set_status(
-        session,
-        ticket,
-        states.after_customer_message(ticket.status),
-        now=now,
-        contact_id=contact.id,
-    )
+    if not automated:
+        history.set_status(
+            session,
+            ticket,
+            states.after_customer_message(ticket.status),
+            now=now,
+            contact_id=contact.id,
+        )
     history.touch(ticket, now)
     await session.flush()
     return ticket, message

@@ -1,8 +1,8 @@
-"""baseline: accounts, tickets, audit, leases
+"""baseline: accounts, tickets, audit, mail, outbox, leases
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 05:11:45.394528
+Create Date: 2026-11-27 05:17:44.374070
 """
 
 from collections.abc import Sequence
@@ -131,6 +131,41 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "mailboxes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("address", sa.String(length=320), nullable=False),
+        sa.Column("display_name", sa.String(length=200), nullable=False),
+        sa.Column("team_id", sa.Integer(), nullable=True),
+        sa.Column("imap_url_sealed", sa.Text(), nullable=False),
+        sa.Column("smtp_url_sealed", sa.Text(), nullable=False),
+        sa.Column(
+            "processed_action",
+            sa.Enum("move", "flag", "delete", name="processedaction", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("processed_folder", sa.String(length=200), nullable=False),
+        sa.Column("quarantine_folder", sa.String(length=200), nullable=False),
+        sa.Column("allow_plaintext", sa.Boolean(), nullable=False),
+        sa.Column("auto_ack", sa.Boolean(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("uidvalidity", sa.Integer(), nullable=True),
+        sa.Column("last_uid", sa.Integer(), nullable=False),
+        sa.Column("rescan_required", sa.Boolean(), nullable=False),
+        sa.Column("last_fetch_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("alert", sa.Text(), nullable=True),
+        sa.Column("fetched_count", sa.Integer(), nullable=False),
+        sa.Column("quarantined_count", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_mailboxes_team_id_teams"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_mailboxes")),
+        sa.UniqueConstraint("address", name=op.f("uq_mailboxes_address")),
+    )
+    op.create_table(
         "team_memberships",
         sa.Column("team_id", sa.Integer(), nullable=False),
         sa.Column("agent_id", sa.Integer(), nullable=False),
@@ -152,6 +187,73 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_team_memberships_agent_id"), ["agent_id"], unique=False
         )
+
+    op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("agent_id", sa.Integer(), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ip_address", sa.String(length=64), nullable=False),
+        sa.Column("user_agent", sa.String(length=300), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_web_sessions_agent_id_agents"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_web_sessions_token_hash")),
+    )
+    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_web_sessions_agent_id"), ["agent_id"], unique=False)
+
+    op.create_table(
+        "quarantined_mail",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox_id", sa.Integer(), nullable=True),
+        sa.Column("uidvalidity", sa.Integer(), nullable=True),
+        sa.Column("uid", sa.Integer(), nullable=True),
+        sa.Column("blob_key", sa.String(length=64), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("subject", sa.String(length=300), nullable=False),
+        sa.Column("sender", sa.String(length=320), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "held",
+                "reprocessed",
+                "discarded",
+                name="quarantinestatus",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("resolved_by_agent_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailboxes.id"],
+            name=op.f("fk_quarantined_mail_mailbox_id_mailboxes"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["resolved_by_agent_id"],
+            ["agents.id"],
+            name=op.f("fk_quarantined_mail_resolved_by_agent_id_agents"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantined_mail")),
+    )
+    with op.batch_alter_table("quarantined_mail", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_quarantined_mail_reason"), ["reason"], unique=False)
 
     op.create_table(
         "tickets",
@@ -187,6 +289,7 @@ def upgrade() -> None:
         sa.Column("requester_id", sa.Integer(), nullable=False),
         sa.Column("team_id", sa.Integer(), nullable=True),
         sa.Column("assignee_id", sa.Integer(), nullable=True),
+        sa.Column("mailbox_id", sa.Integer(), nullable=True),
         sa.Column("follow_up_of_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -204,6 +307,12 @@ def upgrade() -> None:
             ["follow_up_of_id"],
             ["tickets.id"],
             name=op.f("fk_tickets_follow_up_of_id_tickets"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailboxes.id"],
+            name=op.f("fk_tickets_mailbox_id_mailboxes"),
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
@@ -240,29 +349,6 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index("ix_tickets_updated", ["updated_at", "id"], unique=False)
-
-    op.create_table(
-        "web_sessions",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("agent_id", sa.Integer(), nullable=False),
-        sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("ip_address", sa.String(length=64), nullable=False),
-        sa.Column("user_agent", sa.String(length=300), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["agent_id"],
-            ["agents.id"],
-            name=op.f("fk_web_sessions_agent_id_agents"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_web_sessions_token_hash")),
-    )
-    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_web_sessions_agent_id"), ["agent_id"], unique=False)
 
     op.create_table(
         "messages",
@@ -403,8 +489,207 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_attachments_message_id"), ["message_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_attachments_ticket_id"), ["ticket_id"], unique=False)
 
+    op.create_table(
+        "mail_messages",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("message_id", sa.Integer(), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("mailbox_id", sa.Integer(), nullable=True),
+        sa.Column(
+            "direction",
+            sa.Enum("inbound", "outbound", name="direction", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("header_message_id", sa.String(length=250), nullable=False),
+        sa.Column("in_reply_to", sa.String(length=250), nullable=True),
+        sa.Column(
+            "references", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column("from_address", sa.String(length=320), nullable=False),
+        sa.Column("from_name", sa.String(length=200), nullable=False),
+        sa.Column("sender_verified", sa.Boolean(), nullable=False),
+        sa.Column("thread_reason", sa.Text(), nullable=False),
+        sa.Column("automation", sa.String(length=64), nullable=True),
+        sa.Column("raw_blob_key", sa.String(length=64), nullable=True),
+        sa.Column(
+            "facts", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailboxes.id"],
+            name=op.f("fk_mail_messages_mailbox_id_mailboxes"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["messages.id"],
+            name=op.f("fk_mail_messages_message_id_messages"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"],
+            ["tickets.id"],
+            name=op.f("fk_mail_messages_ticket_id_tickets"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_mail_messages")),
+        sa.UniqueConstraint("message_id", name=op.f("uq_mail_messages_message_id")),
+    )
+    with op.batch_alter_table("mail_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_mail_messages_header_message_id"), ["header_message_id"], unique=False
+        )
+
+    op.create_table(
+        "mail_receipts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox_id", sa.Integer(), nullable=True),
+        sa.Column("uidvalidity", sa.Integer(), nullable=True),
+        sa.Column("uid", sa.Integer(), nullable=True),
+        sa.Column("content_sha256", sa.String(length=64), nullable=False),
+        sa.Column("header_message_id", sa.String(length=250), nullable=True),
+        sa.Column("body_sha256", sa.String(length=64), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column(
+            "outcome",
+            sa.Enum(
+                "ingested",
+                "duplicate",
+                "quarantined",
+                "loop",
+                name="receiptoutcome",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("ticket_message_id", sa.Integer(), nullable=True),
+        sa.Column("quarantine_id", sa.Integer(), nullable=True),
+        sa.Column("imap_done", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailboxes.id"],
+            name=op.f("fk_mail_receipts_mailbox_id_mailboxes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["quarantine_id"],
+            ["quarantined_mail.id"],
+            name=op.f("fk_mail_receipts_quarantine_id_quarantined_mail"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_message_id"],
+            ["messages.id"],
+            name=op.f("fk_mail_receipts_ticket_message_id_messages"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_mail_receipts")),
+        sa.UniqueConstraint(
+            "mailbox_id",
+            "uidvalidity",
+            "uid",
+            name=op.f("uq_mail_receipts_mailbox_id_uidvalidity_uid"),
+        ),
+    )
+    with op.batch_alter_table("mail_receipts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_mail_receipts_mailbox_sha", ["mailbox_id", "content_sha256"], unique=False
+        )
+        batch_op.create_index(
+            "ix_mail_receipts_redelivery", ["header_message_id", "body_sha256"], unique=False
+        )
+
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum(
+                "reply", "auto_ack", "notification", name="outboxkind", native_enum=False, length=16
+            ),
+            nullable=False,
+        ),
+        sa.Column("mailbox_id", sa.Integer(), nullable=True),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.Column("ticket_message_id", sa.Integer(), nullable=True),
+        sa.Column("message_id_header", sa.String(length=250), nullable=False),
+        sa.Column(
+            "recipients", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column("blob_key", sa.String(length=64), nullable=True),
+        sa.Column("envelope_from", sa.String(length=320), nullable=True),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "queued",
+                "sending",
+                "retrying",
+                "uncertain",
+                "sent",
+                "failed",
+                name="deliverystatus",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_smtp_code", sa.Integer(), nullable=True),
+        sa.Column("claimed_by", sa.String(length=100), nullable=True),
+        sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rate_key", sa.String(length=400), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["mailbox_id"],
+            ["mailboxes.id"],
+            name=op.f("fk_outbox_mailbox_id_mailboxes"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"],
+            ["tickets.id"],
+            name=op.f("fk_outbox_ticket_id_tickets"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["ticket_message_id"],
+            ["messages.id"],
+            name=op.f("fk_outbox_ticket_message_id_messages"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("message_id_header", name=op.f("uq_outbox_message_id_header")),
+        sa.UniqueConstraint("ticket_message_id", name=op.f("uq_outbox_ticket_message_id")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_rate_key_created", ["rate_key", "created_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_outbox_ticket_id"), ["ticket_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_ticket_id"))
+        batch_op.drop_index("ix_outbox_rate_key_created")
+        batch_op.drop_index("ix_outbox_due")
+
+    op.drop_table("outbox")
+    with op.batch_alter_table("mail_receipts", schema=None) as batch_op:
+        batch_op.drop_index("ix_mail_receipts_redelivery")
+        batch_op.drop_index("ix_mail_receipts_mailbox_sha")
+
+    op.drop_table("mail_receipts")
+    with op.batch_alter_table("mail_messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_mail_messages_header_message_id"))
+
+    op.drop_table("mail_messages")
     with op.batch_alter_table("attachments", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_attachments_ticket_id"))
         batch_op.drop_index(batch_op.f("ix_attachments_message_id"))
@@ -423,10 +708,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_messages_ticket_id_id")
 
     op.drop_table("messages")
-    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_web_sessions_agent_id"))
-
-    op.drop_table("web_sessions")
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_index("ix_tickets_updated")
         batch_op.drop_index("ix_tickets_team_status_updated")
@@ -437,10 +718,19 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tickets_assignee_status_updated")
 
     op.drop_table("tickets")
+    with op.batch_alter_table("quarantined_mail", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_quarantined_mail_reason"))
+
+    op.drop_table("quarantined_mail")
+    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_sessions_agent_id"))
+
+    op.drop_table("web_sessions")
     with op.batch_alter_table("team_memberships", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_team_memberships_agent_id"))
 
     op.drop_table("team_memberships")
+    op.drop_table("mailboxes")
     with op.batch_alter_table("audit_entries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_entries_actor_agent_id"))
         batch_op.drop_index(batch_op.f("ix_audit_entries_action"))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 05:17:44.374070
+Create Date: 2026-11-27 05:22:18.038579
 """
 
 from collections.abc import Sequence
@@ -469,6 +469,8 @@ def upgrade() -> None:
         sa.Column("filename", sa.String(length=255), nullable=False),
         sa.Column("content_type", sa.String(length=127), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("content_id", sa.String(length=250), nullable=True),
+        sa.Column("is_inline", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["message_id"],

@@ -24,6 +24,7 @@ from keepdesk import __version__, errors
 from keepdesk.accounts import api as accounts_api
 from keepdesk.clock import Clock
 from keepdesk.config import Settings
+from keepdesk.mail import api as mail_api
 from keepdesk.ops import api as ops_api
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
@@ -85,6 +86,7 @@ def create_app(
     app.include_router(ops_api.router)
     app.include_router(accounts_api.router, prefix=API_PREFIX)
     app.include_router(tickets_api.router, prefix=API_PREFIX)
+    app.include_router(mail_api.router, prefix=API_PREFIX)
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders, https=settings.server_base_url.startswith("https://"))
     return app

@@ -30,7 +30,7 @@ class BlobStore:
         path = self.path_for(key)
         if path.exists():
             return key
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = self._make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -41,8 +41,20 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        # The rename is durable once the directory entry is; new directories need their own
+        # entries in their parents made durable too.
+        for directory in [path.parent, *created]:
+            _fsync_dir(directory)
         return key
+
+    def _make_dirs(self, leaf: Path) -> list[Path]:
+        """Create the fan-out directories; the parents of those created, deepest first."""
+        missing = [d for d in (leaf.parent.parent, leaf.parent, leaf) if not d.exists()]
+        created: list[Path] = []
+        for directory in missing:
+            directory.mkdir(parents=True, exist_ok=True)
+            created.append(directory.parent)
+        return list(reversed(created))
 
     def get(self, key: str) -> bytes:
         return self.path_for(key).read_bytes()
@@ -52,16 +64,8 @@ class BlobStore:
 
 
 def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is; walk up to the root, which the
-    # mkdir above may have created too.
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    for parent in (path.parent, path.parent.parent):
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

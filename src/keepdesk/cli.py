@@ -15,10 +15,10 @@ from sqlalchemy import text
 from keepdesk import __version__
 from keepdesk.accounts import cli as accounts_cli
 from keepdesk.accounts import service as accounts
-from keepdesk.app import create_app
 from keepdesk.config import Settings
 from keepdesk.console import CliContext, cli_context, fail, run, say
 from keepdesk.logs import configure_logging
+from keepdesk.mail import cli as mail_cli
 from keepdesk.ops import schema, snapshots
 from keepdesk.runtime import Runtime
 from keepdesk.workers.runner import run_workers
@@ -36,6 +36,9 @@ app = typer.Typer(
 app.add_typer(accounts_cli.user_app, name="user")
 app.add_typer(accounts_cli.token_app, name="token")
 app.add_typer(accounts_cli.team_app, name="team")
+app.add_typer(mail_cli.mailbox_app, name="mailbox")
+app.add_typer(mail_cli.mail_app, name="mail")
+app.add_typer(mail_cli.import_app, name="import")
 
 
 def _version(value: bool) -> None:
@@ -105,6 +108,9 @@ def serve(
     """
     settings = cli_context(ctx).settings(server_host=host, server_port=port)
     configure_logging(settings.log_level.value, settings.log_format.value)
+
+    # Imported here: the web stack is only needed by this command.
+    from keepdesk.app import create_app
 
     async def main() -> None:
         web = create_app(settings, start_workers=not no_workers)
@@ -181,7 +187,7 @@ def upgrade(
                     snapshots.snapshot,
                     settings.effective_database_url,
                     settings.data_dir / "backups",
-                    label=f"pre-upgrade-{current}",
+                    label=f"pre-upgrade-{current or 'none'}",
                     now=runtime.clock.now(),
                 )
                 say(f"safety copy: {copy}")

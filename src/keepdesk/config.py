@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from keepdesk.errors import ConfigError
 
 # The TOML tables; a flat setting name starts with one of these and an underscore.
-SECTIONS = ("server", "database", "auth", "api", "tickets", "log", "workers")
+SECTIONS = ("server", "database", "auth", "api", "tickets", "mail", "log", "workers")
 
 
 class LogFormat(StrEnum):
@@ -107,6 +107,34 @@ class Settings(BaseSettings):
         ge=0,
         description="Resolved tickets close after this many days without a customer "
         "reply; 0 never closes them.",
+    )
+
+    mail_send_timeout_seconds: float = Field(
+        60.0,
+        ge=1,
+        # An outbox claim lasts 5 minutes (outbox.service.CLAIM_TTL); a send must end well
+        # within it, or another sender could take the row while it is still being sent.
+        le=240,
+        description="The longest one attempt to hand a mail to the SMTP server may take, from "
+        "connecting to the server's answer. A timeout before the message is sent is retried; "
+        "one after it marks the delivery uncertain.",
+    )
+
+    mail_authserv_id: str | None = Field(
+        None,
+        description="The authserv-id your own mail server writes in Authentication-Results "
+        "(e.g. mx.example.com). Only the top-most such header is trusted (RFC 8601); mail whose "
+        "DMARC result there is not pass is shown as 'sender not verified'. Unset: not checked.",
+    )
+    mail_max_message_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Larger mail is quarantined before download."
+    )
+    mail_max_headers: int = Field(1000, ge=10, description="Header fields per message.")
+    mail_max_header_bytes: int = Field(64 * 1024, ge=1024, description="Bytes in one header.")
+    mail_max_depth: int = Field(50, ge=2, description="MIME nesting levels.")
+    mail_max_parts: int = Field(1000, ge=1, description="MIME parts per message.")
+    mail_max_cpu_seconds: float = Field(
+        30.0, gt=0, description="CPU time parsing one message may take."
     )
 
     log_level: LogLevel = Field(LogLevel.info, description="debug, info, warning or error.")

@@ -86,3 +86,27 @@ def read_password(*, from_stdin: bool, confirm: bool = True) -> str | None:
         return None
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
     return password
+
+
+class Progress:
+    """A one-line progress counter on a terminal; silent in cron and pipes."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = -1
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and self._last >= 0:
+            sys.stderr.write("\n")
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        percent = done * 100 // total if total else 100
+        if percent != self._last or done == total:
+            self._last = percent
+            sys.stderr.write(f"\r{done}/{total} ({percent}%)")
+            sys.stderr.flush()

@@ -38,7 +38,7 @@ async def add_mailbox(
     imap = parse_server_url(imap_url, protocol="imap", allow_plaintext=allow_plaintext)
     smtp = parse_server_url(smtp_url, protocol="smtp", allow_plaintext=allow_plaintext)
     for folder in (processed_folder, quarantine_folder):
-        if not folder.strip() or any(c in folder for c in "\r\n\x00*%\""):
+        if not folder.strip() or any(c in folder for c in '\r\n\x00*%"'):
             raise InvalidInput(f"folder name {folder!r} is not usable", code="invalid_folder")
     if team_id is not None:
         await accounts.get_team(session, team_id)
@@ -65,20 +65,31 @@ async def add_mailbox(
     session.add(mailbox)
     await session.flush()
     await audit.record(
-        session, actor=by, action="mailbox.added", object_type="mailbox", object_id=mailbox.id,
-        at=now, data={"address": address, "imap": imap.masked(), "smtp": smtp.masked()},
+        session,
+        actor=by,
+        action="mailbox.added",
+        object_type="mailbox",
+        object_id=mailbox.id,
+        at=now,
+        data={"address": address, "imap": imap.masked(), "smtp": smtp.masked()},
     )
     return mailbox
 
 
 def imap_server(mailbox: Mailbox, secret: bytes) -> ServerUrl:
-    return parse_server_url(open_secret(secret, mailbox.imap_url_sealed), protocol="imap",
-                            allow_plaintext=mailbox.allow_plaintext)
+    return parse_server_url(
+        open_secret(secret, mailbox.imap_url_sealed),
+        protocol="imap",
+        allow_plaintext=mailbox.allow_plaintext,
+    )
 
 
 def smtp_server(mailbox: Mailbox, secret: bytes) -> ServerUrl:
-    return parse_server_url(open_secret(secret, mailbox.smtp_url_sealed), protocol="smtp",
-                            allow_plaintext=mailbox.allow_plaintext)
+    return parse_server_url(
+        open_secret(secret, mailbox.smtp_url_sealed),
+        protocol="smtp",
+        allow_plaintext=mailbox.allow_plaintext,
+    )
 
 
 async def find_mailbox(session: AsyncSession, address: str) -> Mailbox | None:
@@ -128,6 +139,13 @@ async def update_mailbox(
         mailbox.display_name = " ".join(display_name.split())[:200]
     await session.flush()
     if changes:
-        await audit.record(session, actor=actor.audit, action="mailbox.updated",
-                           object_type="mailbox", object_id=mailbox.id, at=now, data=changes)
+        await audit.record(
+            session,
+            actor=actor.audit,
+            action="mailbox.updated",
+            object_type="mailbox",
+            object_id=mailbox.id,
+            at=now,
+            data=changes,
+        )
     return mailbox

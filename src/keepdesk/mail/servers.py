@@ -21,10 +21,16 @@ class Security(StrEnum):
 
 
 _SCHEMES = {
-    "imap": {"imaps": (Security.tls, 993), "imap+starttls": (Security.starttls, 143),
-             "imap": (Security.plain, 143)},
-    "smtp": {"smtps": (Security.tls, 465), "smtp+starttls": (Security.starttls, 587),
-             "smtp": (Security.plain, 25)},
+    "imap": {
+        "imaps": (Security.tls, 993),
+        "imap+starttls": (Security.starttls, 143),
+        "imap": (Security.plain, 143),
+    },
+    "smtp": {
+        "smtps": (Security.tls, 465),
+        "smtp+starttls": (Security.starttls, 587),
+        "smtp": (Security.plain, 25),
+    },
 }
 
 

@@ -24,6 +24,8 @@ class NewAttachment:
     filename: str | None
     content_type: str
     data: bytes
+    content_id: str | None = None
+    is_inline: bool = False
 
 
 async def store_attachments(
@@ -55,6 +57,8 @@ async def store_attachments(
                 filename=safe_filename(item.filename, index),
                 content_type=content_type,
                 size=len(item.data),
+                content_id=item.content_id[:250] if item.content_id else None,
+                is_inline=item.is_inline,
                 created_at=now,
             )
         )

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from keepdesk.accounts.models import Agent, Contact, Team
@@ -156,6 +156,9 @@ class Attachment(Base):
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int] = mapped_column(Integer)
+    # For images a mail's HTML shows in place (`cid:`); None for ordinary attachments.
+    content_id: Mapped[str | None] = mapped_column(String(250))
+    is_inline: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     message: Mapped[Message] = relationship(back_populates="attachments", lazy="raise")

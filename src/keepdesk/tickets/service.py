@@ -370,7 +370,9 @@ async def add_agent_message(
             session,
             kind=OutboxKind.reply,
             message_id_header=ids.issue(
-                policy.mail_secret, number=ticket.number, kind="reply",
+                policy.mail_secret,
+                number=ticket.number,
+                kind="reply",
                 domain=policy.message_id_domain,
             ),
             recipients=[ticket.requester.email],
@@ -465,6 +467,64 @@ async def record_customer_message(
     history.touch(ticket, now)
     await session.flush()
     return ticket, message
+
+
+async def record_sent_reply(
+    session: AsyncSession,
+    *,
+    ticket: Ticket,
+    body: str,
+    now: datetime,
+    blobs: BlobStore,
+    policy: TicketPolicy,
+    body_html: str | None = None,
+    attachments: Sequence[NewAttachment] = (),
+) -> Message:
+    """A reply that was already sent outside keepdesk (an imported mailbox's history): it is
+    recorded as a reply, by no agent, and nothing is sent."""
+    message = await _add_message(
+        session,
+        ticket,
+        kind=MessageKind.reply,
+        body=body,
+        body_html=body_html,
+        now=now,
+        blobs=blobs,
+        policy=policy,
+        attachments=attachments,
+    )
+    if ticket.first_response_at is None:
+        ticket.first_response_at = now
+    if ticket.status == TicketStatus.new:
+        history.set_status(session, ticket, TicketStatus.open, now=now)
+    history.touch(ticket, now)
+    await session.flush()
+    return message
+
+
+async def close_quietly(
+    session: AsyncSession,
+    *,
+    ticket_ids: Sequence[int],
+    last_activity_before: datetime,
+    now: datetime,
+) -> int:
+    """Close the given tickets whose last activity is older than the cut-off (an import's old
+    threads), as keepdesk itself."""
+    due = (
+        await session.scalars(
+            select(Ticket).where(
+                Ticket.id.in_(ticket_ids),
+                Ticket.status != TicketStatus.closed,
+                Ticket.updated_at < last_activity_before,
+            )
+        )
+    ).all()
+    for ticket in due:
+        history.set_status(session, ticket, TicketStatus.closed, now=now)
+        history.touch(ticket, now)
+    await session.flush()
+    return len(due)
 
 
 async def update_ticket(

@@ -6,6 +6,8 @@ succeeds when the row is free, expired, or already ours; a holder that dies lose
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_
@@ -14,6 +16,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.workers.models import Lease
+
+
+def holder_name() -> str:
+    """This process, as lease rows name it."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 
 async def acquire(

@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from keepdesk.mail import delivery
 from keepdesk.runtime import Runtime
-from keepdesk.workers import housekeeping
+from keepdesk.workers import housekeeping, mail_fetch
+from keepdesk.workers.leases import holder_name
 
 
 @dataclass(frozen=True)
@@ -22,4 +24,17 @@ class Task:
 TASKS: tuple[Task, ...] = (
     Task("close-resolved-tickets", housekeeping.close_resolved_tickets, timedelta(minutes=10)),
     Task("purge-sessions", housekeeping.purge_sessions, timedelta(hours=1)),
+    # Each mailbox has a lease of its own, taken inside the unit, so this one is not exclusive.
+    Task(
+        "fetch-mail",
+        lambda runtime: mail_fetch.fetch_all(runtime, holder=holder_name()),
+        # The unit itself waits on the servers (IDLE) for up to 25 s between passes.
+        timedelta(seconds=1),
+        exclusive=False,
+    ),
+    Task(
+        "send-mail",
+        lambda runtime: delivery.send_due_task(runtime, holder=holder_name()),
+        timedelta(seconds=5),
+    ),
 )

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from datetime import timedelta
 
 from keepdesk.runtime import Runtime
 from keepdesk.workers import leases
+from keepdesk.workers.leases import holder_name
 from keepdesk.workers.registry import TASKS, Task
 
 log = logging.getLogger("keepdesk.workers")
 
 _MAX_BACKOFF = 300.0
-
-
-def holder_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:100]
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -1,0 +1,273 @@
+"""A small IMAP client on aioimaplib that speaks only in UIDs.
+
+It never issues a plain EXPUNGE (AC-3): removal is `UID MOVE`, or `UID EXPUNGE <uid>` where the
+server has UIDPLUS; without either, mail is only flagged. Bodies are read with `BODY.PEEK[]`,
+so reading never sets \\Seen (AC-2). Every call has a timeout; a dropped connection raises
+`ImapError`, which the fetcher answers with a reconnect and back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aioimaplib
+
+from keepdesk.mail.servers import Security, ServerUrl
+
+_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_UID = re.compile(rb"UID (\d+)")
+_LIST_SEP = re.compile(rb'\(([^)]*)\) (?:"((?:[^"\\]|\\.)*)"|NIL) ')
+
+
+class ImapError(Exception):
+    """The server refused, the connection broke, or it timed out: retry later."""
+
+
+class ImapSecurityError(ImapError):
+    """The server would not do the TLS the mailbox asks for. Never downgraded silently."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    size: int
+    data: bytes
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _ok(response: Any, what: str) -> Any:
+    if response.result != "OK":
+        text = b" ".join(line for line in response.lines if isinstance(line, bytes | bytearray))
+        raise ImapError(f"{what} refused: {text.decode(errors='replace')[:300]}")
+    return response
+
+
+class ImapClient:
+    def __init__(self, server: ServerUrl, *, timeout: float = 30.0) -> None:
+        self.server = server
+        self.timeout = timeout
+        self._client: aioimaplib.IMAP4 | None = None
+        self.capabilities: set[str] = set()
+        self.separator = "/"
+
+    async def __aenter__(self) -> ImapClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> aioimaplib.IMAP4:
+        if self._client is None:
+            raise ImapError("not connected")
+        return self._client
+
+    async def _call(self, coro: Any, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.timeout)
+        except TimeoutError:
+            raise ImapError(f"{what}: no answer within {self.timeout:.0f}s") from None
+        except aioimaplib.Abort as exc:
+            raise ImapError(f"{what}: {exc}") from None
+        except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise ImapError(f"{what}: connection failed ({exc})") from None
+
+    async def connect(self) -> None:
+        s = self.server
+        if s.security == Security.tls:
+            self._client = aioimaplib.IMAP4_SSL(
+                host=s.host,
+                port=s.port,
+                timeout=self.timeout,
+                ssl_context=ssl.create_default_context(),
+            )
+        else:
+            self._client = aioimaplib.IMAP4(host=s.host, port=s.port, timeout=self.timeout)
+        await self._call(self.client.wait_hello_from_server(), "greeting")
+        if self.client.protocol.state == "LOGOUT" or self.client.protocol.transport is None:
+            raise ImapError(f"cannot connect to {s.host}:{s.port}")
+        await self._call(self.client.protocol.capability(), "CAPABILITY")
+        if s.security == Security.starttls:
+            await self._starttls()
+        if s.username is None:
+            raise ImapError("the IMAP URL has no user name")
+        response = await self._call(self.client.login(s.username, s.password or ""), "LOGIN")
+        if response.result != "OK":
+            raise ImapError("LOGIN refused: check the user name and password")
+        await self._call(self.client.protocol.capability(), "CAPABILITY")
+        self.capabilities = set(self.client.protocol.capabilities)
+        await self._learn_separator()
+
+    async def _starttls(self) -> None:
+        protocol = self.client.protocol
+        if "STARTTLS" not in protocol.capabilities:
+            raise ImapSecurityError(
+                f"{self.server.host} does not offer STARTTLS, which this mailbox requires"
+            )
+        command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
+        _ok(await self._call(protocol.execute(command), "STARTTLS"), "STARTTLS")
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                protocol.transport,
+                protocol,
+                ssl.create_default_context(),
+                server_hostname=self.server.host,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ImapSecurityError(f"TLS with {self.server.host} failed: {exc}") from None
+        protocol.transport = transport
+        await self._call(protocol.capability(), "CAPABILITY")
+
+    async def _learn_separator(self) -> None:
+        response = await self._call(self.client.list('""', '""'), "LIST")
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _LIST_SEP.search(bytes(line))):
+                if match.group(2):
+                    self.separator = match.group(2).decode(errors="replace")
+                return
+
+    def folder(self, name: str) -> str:
+        """A configured folder path (`keepdesk/processed`) in the server's own hierarchy."""
+        return name.replace("/", self.separator)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if client.protocol.state in ("AUTH", "SELECTED"):
+                await asyncio.wait_for(client.logout(), 5)
+        except (TimeoutError, aioimaplib.Abort, OSError, ConnectionError):
+            pass
+        finally:
+            # aioimaplib leaves its socket open after LOGOUT.
+            transport = client.protocol.transport
+            if transport is not None:
+                transport.close()
+
+    async def select(self, folder: str) -> int:
+        """Select the folder; returns its UIDVALIDITY."""
+        response = _ok(await self._call(self.client.select(_quote(folder)), "SELECT"), "SELECT")
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _UIDVALIDITY.search(line)):
+                return int(match.group(1))
+        raise ImapError("the server did not report UIDVALIDITY")
+
+    async def uids_after(self, last_uid: int) -> list[int]:
+        response = _ok(
+            await self._call(
+                self.client.uid_search(f"UID {last_uid + 1}:*", charset=None), "UID SEARCH"
+            ),
+            "UID SEARCH",
+        )
+        uids: set[int] = set()
+        for line in response.lines[:-1]:
+            uids.update(int(x) for x in bytes(line).split() if x.isdigit())
+        # "n:*" always matches the highest UID, even one below n (RFC 3501 6.4.8).
+        return sorted(u for u in uids if u > last_uid)
+
+    async def size_of(self, uid: int) -> int | None:
+        response = _ok(
+            await self._call(
+                self.client.uid("fetch", str(uid), "(UID RFC822.SIZE)"), "UID FETCH size"
+            ),
+            "UID FETCH",
+        )
+        for line in response.lines:
+            if isinstance(line, bytes | bytearray) and (match := _SIZE.search(line)):
+                return int(match.group(1))
+        return None  # the message is gone (expunged by another client)
+
+    async def fetch(self, uid: int, part: str = "BODY.PEEK[]") -> Fetched | None:
+        response = _ok(
+            await self._call(
+                self.client.uid("fetch", str(uid), f"(UID RFC822.SIZE {part})"), "UID FETCH"
+            ),
+            "UID FETCH",
+        )
+        size: int | None = None
+        data: bytes | None = None
+        for line in response.lines:
+            if isinstance(line, bytearray):
+                data = bytes(line)
+            elif isinstance(line, bytes) and (match := _SIZE.search(line)):
+                size = int(match.group(1))
+        if size is None:
+            return None
+        return Fetched(uid=uid, size=size, data=data or b"")
+
+    async def ensure_folder(self, folder: str) -> None:
+        # "already exists" answers NO; either way the folder is there afterwards.
+        await self._call(self.client.create(_quote(folder)), "CREATE")
+
+    async def move(self, uid: int, folder: str) -> bool:
+        """Move one message; False when the server can only flag it (no MOVE, no UIDPLUS)."""
+        if "MOVE" in self.capabilities:
+            _ok(
+                await self._call(self.client.uid("move", str(uid), _quote(folder)), "UID MOVE"),
+                "UID MOVE",
+            )
+            return True
+        if "UIDPLUS" not in self.capabilities:
+            await self.flag_seen(uid)
+            return False
+        _ok(
+            await self._call(self.client.uid("copy", str(uid), _quote(folder)), "UID COPY"),
+            "UID COPY",
+        )
+        return await self.delete(uid)
+
+    async def flag_seen(self, uid: int) -> None:
+        _ok(
+            await self._call(
+                self.client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE"
+            ),
+            "UID STORE",
+        )
+
+    async def delete(self, uid: int, *, before_expunge: Any = None) -> bool:
+        """Delete one message by UID; False (only flagged) without UIDPLUS: never EXPUNGE all."""
+        if "UIDPLUS" not in self.capabilities:
+            await self.flag_seen(uid)
+            return False
+        _ok(
+            await self._call(
+                self.client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted \Seen)"),
+                "UID STORE",
+            ),
+            "UID STORE",
+        )
+        if before_expunge is not None:
+            before_expunge()
+        _ok(await self._call(self.client.uid("expunge", str(uid)), "UID EXPUNGE"), "UID EXPUNGE")
+        return True
+
+    async def idle(self, seconds: float) -> None:
+        """Wait until the server announces new mail, or `seconds` pass (IDLE, RFC 2177)."""
+        if "IDLE" not in self.capabilities:
+            await asyncio.sleep(seconds)
+            return
+        idle = await self._call(self.client.idle_start(timeout=seconds), "IDLE")
+        try:
+            await self.client.wait_server_push(timeout=seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self.client.idle_done()
+            await self._call(asyncio.wait_for(idle, self.timeout), "IDLE DONE")

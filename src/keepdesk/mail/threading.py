@@ -1,0 +1,131 @@
+"""Which ticket an inbound mail belongs to, and why (AC-10).
+
+In order: a Message-ID keepdesk issued (HMAC-verified) or one already on a ticket, named in
+In-Reply-To/References; then the subject tag `[#1042]`. Either only counts when the sender is a
+participant of that ticket; otherwise the mail opens a ticket of its own, marked as an
+unverified follow-up, so a stranger quoting a number never lands on someone else's ticket.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keepdesk.accounts.models import Contact
+from keepdesk.mail.models import MailMessage
+from keepdesk.outbox import ids
+from keepdesk.tickets.models import Message, Ticket
+
+SUBJECT_TAG = re.compile(r"\[#(\d{1,9})\]")
+MAX_REFERENCES = 50
+
+
+@dataclass(frozen=True)
+class ThreadDecision:
+    ticket: Ticket | None  # None: open a new ticket
+    reason: str
+    # The ticket the mail pointed at although its sender is no participant (a new one opens).
+    unverified_follow_up_of: Ticket | None = None
+
+
+def references_newest_first(in_reply_to: list[str], references: list[str]) -> list[str]:
+    seen: list[str] = []
+    for ref in [*in_reply_to, *reversed(references)]:
+        if ref not in seen:
+            seen.append(ref)
+    return seen[:MAX_REFERENCES]
+
+
+async def participants(session: AsyncSession, ticket: Ticket) -> set[str]:
+    """The requester and every contact who has written on the ticket."""
+    authors = select(Message.author_contact_id).where(
+        Message.ticket_id == ticket.id, Message.author_contact_id.is_not(None)
+    )
+    rows = await session.scalars(
+        select(Contact.email).where((Contact.id == ticket.requester_id) | Contact.id.in_(authors))
+    )
+    return set(rows.all())
+
+
+async def _ticket_by_number(session: AsyncSession, number: int) -> Ticket | None:
+    return await session.scalar(select(Ticket).where(Ticket.number == number))
+
+
+async def _referenced(
+    session: AsyncSession, refs: list[str], secret: bytes
+) -> tuple[Ticket, str] | None:
+    for ref in refs:
+        issued = ids.verify(secret, ref)
+        if issued is not None:
+            ticket = await _ticket_by_number(session, issued.number)
+            if ticket is not None:
+                return ticket, f"it answers keepdesk's message {ref}"
+    if not refs:
+        return None
+    known = (
+        await session.execute(
+            select(MailMessage.header_message_id, Ticket)
+            .join(Ticket, Ticket.id == MailMessage.ticket_id)
+            .where(MailMessage.header_message_id.in_(refs))
+        )
+    ).all()
+    by_ref = {header: ticket for header, ticket in known}
+    for ref in refs:
+        if ref in by_ref:
+            return by_ref[ref], f"it refers to {ref}, a mail already on this ticket"
+    return None
+
+
+async def decide(
+    session: AsyncSession,
+    *,
+    sender: str,
+    subject: str,
+    in_reply_to: list[str],
+    references: list[str],
+    secret: bytes,
+) -> ThreadDecision:
+    refs = references_newest_first(in_reply_to, references)
+    found = await _referenced(session, refs, secret)
+    if found is None:
+        for match in SUBJECT_TAG.finditer(subject):
+            ticket = await _ticket_by_number(session, int(match.group(1)))
+            if ticket is not None:
+                found = ticket, f"its subject carries the tag [#{ticket.number}]"
+                break
+    if found is None:
+        return ThreadDecision(None, "it refers to no existing ticket, so it opened a new one")
+    ticket, why = found
+    if sender in await participants(session, ticket):
+        return ThreadDecision(
+            ticket,
+            f"Threaded onto #{ticket.number} because {why} and {sender} takes part in that ticket.",
+        )
+    return ThreadDecision(
+        None,
+        f"{why.capitalize()} (#{ticket.number}), but {sender} is not a participant of "
+        f"#{ticket.number}, so it opened a separate ticket for an agent to check.",
+        unverified_follow_up_of=ticket,
+    )
+
+
+async def decide_for_reply(
+    session: AsyncSession,
+    *,
+    in_reply_to: list[str],
+    references: list[str],
+    subject: str,
+    secret: bytes,
+) -> Ticket | None:
+    """The thread a reply sent from the support address belongs to (importing history)."""
+    found = await _referenced(session, references_newest_first(in_reply_to, references), secret)
+    if found is not None:
+        return found[0]
+    for match in SUBJECT_TAG.finditer(subject):
+        ticket = await _ticket_by_number(session, int(match.group(1)))
+        if ticket is not None:
+            return ticket
+    return None

@@ -1,0 +1,58 @@
+"""The mail-fetch unit: every active mailbox, each under its own lease (AC-8).
+
+A process keeps a mailbox's lease by renewing it every pass; if it dies, another instance takes
+the mailbox over once the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from keepdesk.mail.fetcher import fetch_once
+from keepdesk.mail.models import Mailbox
+from keepdesk.runtime import Runtime
+from keepdesk.workers import leases
+
+log = logging.getLogger("keepdesk.workers.mail_fetch")
+
+# Longer than a pass plus an IDLE wait, so a live holder never loses it mid-pass.
+MAILBOX_LEASE = timedelta(minutes=5)
+
+
+async def fetch_all(runtime: Runtime, *, holder: str, idle_seconds: float = 25) -> None:
+    """Every active mailbox at once, each waiting on its server (IDLE) between passes."""
+    async with runtime.db.session() as session:
+        ids = (
+            await session.scalars(
+                select(Mailbox.id).where(Mailbox.is_active.is_(True)).order_by(Mailbox.id)
+            )
+        ).all()
+    await asyncio.gather(*(_cycle(runtime, m, holder, idle_seconds) for m in ids))
+
+
+async def _cycle(runtime: Runtime, mailbox_id: int, holder: str, idle_seconds: float) -> None:
+    async with runtime.db.session(write=True) as session:
+        mine = await leases.acquire(
+            session,
+            name=f"mailbox:{mailbox_id}",
+            holder=holder,
+            ttl=MAILBOX_LEASE,
+            now=runtime.clock.now(),
+        )
+        await session.commit()
+    if not mine:
+        return
+    report = await fetch_once(runtime, mailbox_id, idle_seconds=idle_seconds)
+    if report.fetched:
+        log.info(
+            "%s: %d fetched, %d new, %d duplicates, %d quarantined",
+            report.mailbox,
+            report.fetched,
+            report.ingested,
+            report.duplicates,
+            report.quarantined,
+        )

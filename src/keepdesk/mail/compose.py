@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keepdesk.accounts.models import Agent
 from keepdesk.blobs import BlobStore
 from keepdesk.mail.addresses import format_address, is_valid_addr_spec, sanitize_header_value
-from keepdesk.mail.filenames import safe_filename
 from keepdesk.mail.mailboxes import smtp_server
 from keepdesk.mail.models import Direction, Mailbox, MailMessage
 from keepdesk.mail.servers import ServerUrl
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
+from keepdesk.tickets.filenames import safe_filename
 from keepdesk.tickets.models import Attachment, Message, Ticket
 
 # refold_source="none": header values set with `set_raw` go out exactly as folded here. With the

@@ -35,7 +35,7 @@ from keepdesk.mail.bodies import (
     reflow_flowed,
 )
 from keepdesk.mail.charsets import decode_text
-from keepdesk.mail.filenames import safe_filename
+from keepdesk.tickets.filenames import safe_filename
 from keepdesk.mail.headers import (
     ContentHeader,
     clean_text,

@@ -35,7 +35,6 @@ from keepdesk.mail.bodies import (
     reflow_flowed,
 )
 from keepdesk.mail.charsets import decode_text
-from keepdesk.tickets.filenames import safe_filename
 from keepdesk.mail.headers import (
     ContentHeader,
     clean_text,
@@ -50,6 +49,7 @@ from keepdesk.mail.headers import (
 )
 from keepdesk.mail.limits import MailLimits, check_limits
 from keepdesk.mail.loops import Automation, classify_automation
+from keepdesk.tickets.filenames import safe_filename
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 _BARE_CR = re.compile(rb"\r(?!\n)")

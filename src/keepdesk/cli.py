@@ -12,14 +12,15 @@ import typer
 import uvicorn
 from sqlalchemy import text
 
-from keepdesk import __version__
+from keepdesk import __version__, schema
 from keepdesk.accounts import cli as accounts_cli
 from keepdesk.accounts import service as accounts
+from keepdesk.backup import cli as backup_cli
+from keepdesk.backup import service as backups
 from keepdesk.config import Settings
 from keepdesk.console import CliContext, cli_context, fail, run, say
 from keepdesk.logs import configure_logging
 from keepdesk.mail import cli as mail_cli
-from keepdesk.ops import schema, snapshots
 from keepdesk.runtime import Runtime
 from keepdesk.workers.runner import run_workers
 
@@ -39,6 +40,8 @@ app.add_typer(accounts_cli.team_app, name="team")
 app.add_typer(mail_cli.mailbox_app, name="mailbox")
 app.add_typer(mail_cli.mail_app, name="mail")
 app.add_typer(mail_cli.import_app, name="import")
+app.add_typer(backup_cli.backup_app, name="backup")
+app.command("restore")(backup_cli.restore)
 
 
 def _version(value: bool) -> None:
@@ -168,10 +171,10 @@ def upgrade(
         bool, typer.Option("--no-backup", help="Skip the safety copy (you took your own).")
     ] = False,
 ) -> None:
-    """Migrate the database to this version's schema, after taking a safety copy of it.
+    """Migrate the database to this version's schema, after taking a verified backup of it.
 
-    The copy goes to <data_dir>/backups/. If a migration fails, the database is left as it was
-    (each migration runs in a transaction) and the copy is there to restore from.
+    The backup goes to <data_dir>/backups/pre-upgrade-*.tar. If a migration fails, the database
+    stays at the last migration that completed, and the message says how to restore the backup.
     """
     settings = cli_context(ctx).settings()
 
@@ -182,22 +185,33 @@ def upgrade(
             if current == head:
                 say(f"the database is up to date (revision {head})")
                 return
+            copy = None
             if not empty and not no_backup:
-                copy = await asyncio.to_thread(
-                    snapshots.snapshot,
-                    settings.effective_database_url,
-                    settings.data_dir / "backups",
-                    label=f"pre-upgrade-{current or 'none'}",
-                    now=runtime.clock.now(),
+                copy = (
+                    settings.data_dir
+                    / "backups"
+                    / (f"pre-upgrade-{current}-{runtime.clock.now():%Y%m%dT%H%M%SZ}.tar")
                 )
-                say(f"safety copy: {copy}")
+                await backups.create_backup(
+                    db=runtime.db,
+                    blobs=runtime.blobs,
+                    output=copy,
+                    now=runtime.clock.now(),
+                    secret_file=settings.data_dir / "secret_key",
+                )
+                say(f"verified backup taken first: {copy}")
             try:
                 await schema.upgrade_async(settings.effective_database_url)
             except Exception as exc:
+                restore_hint = (
+                    f" If the data looks wrong, restore it: keepdesk restore {copy} --force"
+                    if copy
+                    else ""
+                )
                 fail(
-                    f"migration failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); the "
-                    "database was left at its previous revision. If it is damaged, restore the "
-                    "safety copy named above."
+                    f"migration failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); each "
+                    f"migration runs in a transaction, so the database stays at the last one "
+                    f"that completed.{restore_hint}"
                 )
             say(f"upgraded the database from {current or 'empty'} to {head}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from keepdesk import schema
 from keepdesk.accounts.dependencies import RuntimeDep
-from keepdesk.ops import schema
 
 router = APIRouter(include_in_schema=False)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alembic import command
 
-from keepdesk.ops.schema import alembic_config, head_revision, upgrade
+from keepdesk.schema import alembic_config, head_revision, upgrade
 
 
 def main(message: str) -> None:

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from keepdesk import leases
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox
 from keepdesk.runtime import Runtime
-from keepdesk.workers import leases
 
 log = logging.getLogger("keepdesk.workers.mail_fetch")
 

@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from keepdesk.leases import holder_name
 from keepdesk.mail import delivery
 from keepdesk.runtime import Runtime
 from keepdesk.workers import housekeeping, mail_fetch
-from keepdesk.workers.leases import holder_name
 
 
 @dataclass(frozen=True)

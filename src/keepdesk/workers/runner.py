@@ -10,9 +10,9 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from keepdesk import leases
+from keepdesk.leases import holder_name
 from keepdesk.runtime import Runtime
-from keepdesk.workers import leases
-from keepdesk.workers.leases import holder_name
 from keepdesk.workers.registry import TASKS, Task
 
 log = logging.getLogger("keepdesk.workers")

@@ -1,4 +1,4 @@
-"""Database leases: one process at a time runs a task, across any number of instances.
+"""Database leases: one process at a time runs a task or fetches a mailbox, across instances.
 
 A lease is a row that names its holder and expiry. Taking it is one atomic upsert that only
 succeeds when the row is free, expired, or already ours; a holder that dies loses it at expiry.
@@ -10,12 +10,21 @@ import os
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_
+from sqlalchemy import String, delete, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
 
-from keepdesk.workers.models import Lease
+from keepdesk.db import Base, UTCDateTime
+
+
+class Lease(Base):
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 def holder_name() -> str:

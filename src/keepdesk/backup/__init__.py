@@ -1,0 +1,1 @@
+"""Backups: a consistent, portable, optionally encrypted archive; verify; restore anywhere."""

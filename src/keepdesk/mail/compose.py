@@ -271,7 +271,7 @@ def _folded(name: str, words: Sequence[str]) -> str:
     width = len(name) + 2
     for word in words:
         if not _HEADER_WORD.fullmatch(word):
-            raise ValueError(f"unsafe text for the {name} header")
+            raise Unsendable(f"keepdesk refused to write unsafe text into the {name} header")
         if line and width + len(line) + 1 + len(word) > _WIDTH:
             lines.append(line)
             line, width = " " + word, 0

@@ -116,6 +116,11 @@ async def claim_due(
     return [r for r in rows if r.status == DeliveryStatus.sending]
 
 
+def renew_claim(row: OutboxMessage, *, now: datetime) -> None:
+    """Push a claim's expiry out again just before its send, which may come late in a batch."""
+    row.claimed_until = now + CLAIM_TTL
+
+
 def _uncertain_exhausted(row: OutboxMessage) -> bool:
     return row.attempts >= MAX_UNCERTAIN_ATTEMPTS
 

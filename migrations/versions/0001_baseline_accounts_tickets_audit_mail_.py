@@ -1,8 +1,8 @@
-"""baseline: accounts, tickets, audit, mail, outbox, leases
+"""baseline: accounts, tickets, audit, mail, outbox, backups, leases
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 05:22:18.038579
+Create Date: 2026-11-27 05:42:23.638495
 """
 
 from collections.abc import Sequence
@@ -35,6 +35,32 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agents")),
         sa.UniqueConstraint("email", name=op.f("uq_agents_email")),
     )
+    op.create_table(
+        "backup_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum("backup", "drill", name="runkind", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum("running", "ok", "failed", name="runstatus", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("path", sa.String(length=1000), nullable=True),
+        sa.Column("size", sa.BigInteger(), nullable=True),
+        sa.Column("rows", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_backup_runs")),
+    )
+    with op.batch_alter_table("backup_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_backup_runs_kind_status_started", ["kind", "status", "started_at"], unique=False
+        )
+
     op.create_table(
         "contacts",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -748,4 +774,8 @@ def downgrade() -> None:
     op.drop_table("leases")
     op.drop_table("counters")
     op.drop_table("contacts")
+    with op.batch_alter_table("backup_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_backup_runs_kind_status_started")
+
+    op.drop_table("backup_runs")
     op.drop_table("agents")

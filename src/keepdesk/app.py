@@ -26,6 +26,7 @@ from keepdesk.clock import Clock
 from keepdesk.config import Settings
 from keepdesk.mail import api as mail_api
 from keepdesk.ops import api as ops_api
+from keepdesk.ops import metrics as ops_metrics
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
 from keepdesk.web.headers import SecurityHeaders
@@ -84,10 +85,14 @@ def create_app(
     app.state.runtime = runtime
     app.state.start_workers = start_workers
     app.include_router(ops_api.router)
+    app.include_router(ops_metrics.router)
     app.include_router(accounts_api.router, prefix=API_PREFIX)
     app.include_router(tickets_api.router, prefix=API_PREFIX)
     app.include_router(mail_api.router, prefix=API_PREFIX)
     _install_error_handlers(app)
+    app.state.metrics = ops_metrics.Metrics()
+    # Added first, so it runs inside SecurityHeaders and sees the request id it assigns.
+    app.add_middleware(ops_metrics.RequestMetrics, metrics=app.state.metrics)
     app.add_middleware(SecurityHeaders, https=settings.server_base_url.startswith("https://"))
     return app
 

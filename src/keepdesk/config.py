@@ -21,7 +21,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from keepdesk.errors import ConfigError
 
 # The TOML tables; a flat setting name starts with one of these and an underscore.
-SECTIONS = ("server", "database", "auth", "api", "tickets", "mail", "log", "workers")
+SECTIONS = (
+    "server",
+    "database",
+    "auth",
+    "api",
+    "tickets",
+    "mail",
+    "backup",
+    "log",
+    "workers",
+)
 
 
 class LogFormat(StrEnum):
@@ -120,6 +130,13 @@ class Settings(BaseSettings):
         "one after it marks the delivery uncertain.",
     )
 
+    mail_imap_timeout_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="How long keepdesk waits for any one answer of the IMAP server (connecting, "
+        "a FETCH, a MOVE) before it gives up on the pass and tries again later.",
+    )
+
     mail_authserv_id: str | None = Field(
         None,
         description="The authserv-id your own mail server writes in Authentication-Results "
@@ -135,6 +152,28 @@ class Settings(BaseSettings):
     mail_max_parts: int = Field(1000, ge=1, description="MIME parts per message.")
     mail_max_cpu_seconds: float = Field(
         30.0, gt=0, description="CPU time parsing one message may take."
+    )
+
+    backup_every_hours: int = Field(
+        24,
+        ge=0,
+        le=24 * 30,
+        description="Take a verified backup this often; 0 turns scheduled backups off.",
+    )
+    backup_dir: Path | None = Field(
+        None, description="Where scheduled backups go. Default: <data_dir>/backups."
+    )
+    backup_keep: int = Field(
+        7,
+        ge=1,
+        le=1000,
+        description="How many scheduled backups to keep; the newest verified one is never deleted.",
+    )
+    backup_public_key: str | None = Field(
+        None,
+        description="Encrypt scheduled backups for this key (from 'keepdesk backup "
+        "keygen'); the private key stays off the server. Weekly restore drills then need it "
+        "and are skipped.",
     )
 
     log_level: LogLevel = Field(LogLevel.info, description="debug, info, warning or error.")
@@ -179,6 +218,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def blob_dir(self) -> Path:

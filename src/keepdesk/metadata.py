@@ -3,6 +3,7 @@
 from keepdesk import leases as leases_models
 from keepdesk.accounts import models as accounts_models
 from keepdesk.audit import models as audit_models
+from keepdesk.backup import models as backup_models
 from keepdesk.db import Base
 from keepdesk.mail import models as mail_models
 from keepdesk.outbox import models as outbox_models
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "accounts_models",
     "audit_models",
+    "backup_models",
     "leases_models",
     "mail_models",
     "metadata",

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 
 from keepdesk.blobs import BlobStore
@@ -15,12 +16,23 @@ from keepdesk.db import Database
 
 
 @dataclass
+class TaskState:
+    """What /metrics and the status show about one background task."""
+
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_error: str | None = None
+    failures_in_a_row: int = 0
+
+
+@dataclass
 class Runtime:
     settings: Settings
     db: Database
     clock: Clock
     blobs: BlobStore
     secret: bytes
+    tasks: dict[str, TaskState] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:

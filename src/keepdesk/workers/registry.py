@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from keepdesk.backup import schedule as backup_schedule
 from keepdesk.leases import holder_name
 from keepdesk.mail import delivery
 from keepdesk.runtime import Runtime
@@ -24,6 +25,7 @@ class Task:
 TASKS: tuple[Task, ...] = (
     Task("close-resolved-tickets", housekeeping.close_resolved_tickets, timedelta(minutes=10)),
     Task("purge-sessions", housekeeping.purge_sessions, timedelta(hours=1)),
+    Task("backup", backup_schedule.scheduled_backup, timedelta(minutes=10)),
     # Each mailbox has a lease of its own, taken inside the unit, so this one is not exclusive.
     Task(
         "fetch-mail",

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from keepdesk import leases
 from keepdesk.leases import holder_name
-from keepdesk.runtime import Runtime
+from keepdesk.runtime import Runtime, TaskState
 from keepdesk.workers.registry import TASKS, Task
 
 log = logging.getLogger("keepdesk.workers")
@@ -45,19 +45,25 @@ async def run_once(runtime: Runtime, task: Task, *, holder: str) -> bool:
 
 
 async def _supervise(runtime: Runtime, task: Task, stop: asyncio.Event, holder: str) -> None:
-    failures = 0
+    state = runtime.tasks.setdefault(task.name, TaskState())
     while not stop.is_set():
         try:
             await run_once(runtime, task, holder=holder)
-            failures = 0
+            state.last_success_at = runtime.clock.now()
+            state.failures_in_a_row = 0
             delay = task.every.total_seconds()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            failures += 1
-            delay = min(_MAX_BACKOFF, 2.0**failures)
+        except Exception as exc:
+            state.failures_in_a_row += 1
+            state.last_failure_at = runtime.clock.now()
+            state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+            delay = min(_MAX_BACKOFF, 2.0**state.failures_in_a_row)
             log.exception(
-                "task %s failed (%d in a row); retrying in %.0fs", task.name, failures, delay
+                "task %s failed (%d in a row); retrying in %.0fs",
+                task.name,
+                state.failures_in_a_row,
+                delay,
             )
         if await _wait(stop, delay):
             return

@@ -13,7 +13,7 @@ from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.config import load_settings
 from keepdesk.mail import delivery, mailboxes
 from keepdesk.mail.fetcher import fetch_once
-from keepdesk.mail.models import MailMessage, Mailbox
+from keepdesk.mail.models import Mailbox, MailMessage
 from keepdesk.runtime import Runtime
 from keepdesk.schema import upgrade_async
 from keepdesk.tickets.models import Message, MessageKind, Ticket

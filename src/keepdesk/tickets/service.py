@@ -415,8 +415,9 @@ async def record_customer_message(
 
     An `automated` message (an out-of-office reply, RFC 3834) is kept on the ticket but moves
     nothing: no reopening, no follow-up."""
+    target = ticket
     if ticket.status == TicketStatus.closed and not automated:
-        follow_up = await _create(
+        target = await _create(
             session,
             subject=ticket.subject,
             requester=contact,
@@ -429,24 +430,9 @@ async def record_customer_message(
             contact_id=contact.id,
             follow_up_of=ticket,
         )
-        message = await _add_message(
-            session,
-            follow_up,
-            kind=MessageKind.customer,
-            body=body,
-            body_html=body_html,
-            now=now,
-            blobs=blobs,
-            policy=policy,
-            attachments=attachments,
-            contact_id=contact.id,
-        )
-        history.touch(ticket, now)
-        await session.flush()
-        return follow_up, message
     message = await _add_message(
         session,
-        ticket,
+        target,
         kind=MessageKind.customer,
         body=body,
         body_html=body_html,
@@ -456,7 +442,7 @@ async def record_customer_message(
         attachments=attachments,
         contact_id=contact.id,
     )
-    if not automated:
+    if target is ticket and not automated:
         history.set_status(
             session,
             ticket,
@@ -466,7 +452,7 @@ async def record_customer_message(
         )
     history.touch(ticket, now)
     await session.flush()
-    return ticket, message
+    return target, message
 
 
 async def record_sent_reply(

@@ -20,20 +20,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from keepdesk.accounts import auth
+from keepdesk import schema
+from keepdesk.accounts import auth, secrets
 from keepdesk.accounts import service as accounts
 from keepdesk.accounts.models import AgentRole
 from keepdesk.app import create_app
 from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.config import Settings, load_settings
 from keepdesk.metadata import metadata
-from keepdesk.ops import schema
 from keepdesk.runtime import Runtime
 from tests.support import postgres
 from tests.support.clock import FakeClock
@@ -43,6 +44,18 @@ from tests.support.services import missing
 def _databases() -> list[str]:
     wanted = os.environ.get("KEEPDESK_TEST_DATABASES", "sqlite,postgres")
     return [d.strip() for d in wanted.split(",") if d.strip()]
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """argon2id at test-sized cost: the algorithm, code path and `$argon2id$` format stay the
+    same (as Django's test settings swap in a fast hasher); a real hash costs ~0.4 s here."""
+    monkeypatch.setattr(
+        secrets, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+    secrets._dummy_hash.cache_clear()
+    yield
+    secrets._dummy_hash.cache_clear()
 
 
 @pytest.fixture(autouse=True)

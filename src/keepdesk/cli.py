@@ -17,7 +17,7 @@ from keepdesk.accounts import cli as accounts_cli
 from keepdesk.accounts import service as accounts
 from keepdesk.backup import cli as backup_cli
 from keepdesk.backup import service as backups
-from keepdesk.config import Settings
+from keepdesk.config import LogFormat, Settings
 from keepdesk.console import CliContext, cli_context, fail, run, say
 from keepdesk.logs import configure_logging
 from keepdesk.mail import cli as mail_cli
@@ -25,6 +25,15 @@ from keepdesk.runtime import Runtime
 from keepdesk.workers.runner import run_workers
 
 log = logging.getLogger("keepdesk")
+
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format",
+        help="text (for people) or json (one object per line, for log collectors); "
+        "overrides the log_format setting.",
+    ),
+]
 
 app = typer.Typer(
     name="keepdesk",
@@ -103,13 +112,14 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve HTTP only; run 'keepdesk worker' apart.")
     ] = False,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the web UI, the REST API and (unless --no-workers) the background work.
 
     With no configuration at all this listens on 127.0.0.1:8000 and keeps its data (SQLite
     database, attachments) in ./keepdesk-data/, creating it on first start.
     """
-    settings = cli_context(ctx).settings(server_host=host, server_port=port)
+    settings = cli_context(ctx).settings(server_host=host, server_port=port, log_format=log_format)
     configure_logging(settings.log_level.value, settings.log_format.value)
 
     # Imported here: the web stack is only needed by this command.
@@ -142,13 +152,13 @@ def serve(
 
 
 @app.command()
-def worker(ctx: typer.Context) -> None:
+def worker(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Run only the background work (mail, outbox, housekeeping), without HTTP.
 
     For set-ups that run 'keepdesk serve --no-workers'. Any number may run: database leases
     keep each task to one process at a time.
     """
-    settings = cli_context(ctx).settings()
+    settings = cli_context(ctx).settings(log_format=log_format)
     configure_logging(settings.log_level.value, settings.log_format.value)
 
     async def main() -> None:
@@ -180,13 +190,14 @@ def upgrade(
 
     async def main() -> None:
         async with Runtime.from_settings(settings) as runtime:
-            empty = await schema.is_empty(runtime.db)
             current, head = await schema.current_revision(runtime.db), schema.head_revision()
             if current == head:
                 say(f"the database is up to date (revision {head})")
                 return
             copy = None
-            if not empty and not no_backup:
+            # Without a revision there is no keepdesk data to keep (an empty database, or one
+            # that holds only other programs' tables), and create_backup would refuse it.
+            if current is not None and not no_backup:
                 copy = (
                     settings.data_dir
                     / "backups"

@@ -33,9 +33,6 @@ from keepdesk.config import Settings
 from keepdesk.mail import delivery, mailboxes
 from keepdesk.mail.models import Mailbox
 from keepdesk.runtime import Runtime
-from tests.accounts.conftest import fast_password_hashing
-
-__all__ = ["fast_password_hashing"]
 
 Stage = Literal["rcpt", "data"]
 Action = Literal["reply", "hang", "drop", "delay"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
@@ -9,8 +10,6 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id with the library's current RFC 9106 parameters
-# Verified against when the account does not exist, so both answers take the same time.
-_DUMMY_HASH = _hasher.hash("keepdesk-no-such-account")
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -19,9 +18,18 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    # Verified against when the account does not exist, so both answers take the same time.
+    # Made on first use, not at import: one hash costs ~0.4 s, which every CLI start would pay.
+    return _hasher.hash("keepdesk-no-such-account")
+
+
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 

@@ -166,6 +166,8 @@ async def update_agent(
     team_ids: Iterable[int] | None = None,
 ) -> Agent:
     require_admin(actor)
+    if role is not None or is_active is False:
+        await _lock_admins(session)
     agent = await get_agent(session, agent_id)
     changes: dict[str, list[object]] = {}
     if name is not None and name != agent.name:
@@ -202,6 +204,18 @@ async def update_agent(
             data=changes,
         )
     return agent
+
+
+async def _lock_admins(session: AsyncSession) -> None:
+    # Two admins demoting each other at once would each still count the other and both pass
+    # `_keep_an_admin`. Locking the admin rows (in id order, so no deadlock) before any change
+    # makes the second wait and count again. SQLite needs nothing: BEGIN IMMEDIATE serialises.
+    await session.execute(
+        select(Agent.id)
+        .where(Agent.role == AgentRole.admin, Agent.is_active.is_(True))
+        .order_by(Agent.id)
+        .with_for_update()
+    )
 
 
 async def _keep_an_admin(session: AsyncSession) -> None:

@@ -1,0 +1,1 @@
+"""Account tests use the suite-wide fixtures of tests/conftest.py (fast argon2id included)."""

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
+from alembic.script import ScriptDirectory
 from asgi_lifespan import LifespanManager
 from typer.testing import CliRunner
 
@@ -355,38 +356,55 @@ def test_mistakes_changed_nothing(mistakes: dict[str, Result], installed: Path) 
 # --- upgrade and its safety copy ----------------------------------------------------------------
 
 
-async def test_an_older_keepdesk_on_a_newer_database_backs_it_up_and_stops_in_one_line(
+async def test_an_older_keepdesk_on_a_newer_database_refuses_in_one_line(
     tmp_path: Path,
 ) -> None:
     """The database was upgraded by a newer keepdesk (revision 9999), then the software was
-    rolled back: upgrade takes its backup first, cannot migrate, and says how to restore."""
+    rolled back: upgrade and serve both say so in one line and touch nothing."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     await schema.upgrade_async(sqlite_url(data_dir))
     await create_agent(data_dir, "ada@example.org")
-    await create_agent(data_dir, "bo@example.org", role=AgentRole.agent)
     with sqlite3.connect(data_dir / "keepdesk.sqlite3") as db:
         db.execute("UPDATE alembic_version SET version_num = '9999'")
         original = db.execute("SELECT id, email, role FROM agents ORDER BY id").fetchall()
 
+    for command in ("upgrade", "check"):
+        result = keepdesk(command, env=cli_env(data_dir))
+        if command == "upgrade":
+            assert_one_error_line(result, 1, "newer keepdesk", "9999")
+    assert not (data_dir / "backups").exists()
+    with sqlite3.connect(data_dir / "keepdesk.sqlite3") as db:
+        assert db.execute("SELECT id, email, role FROM agents ORDER BY id").fetchall() == original
+
+
+async def test_upgrade_of_a_database_with_data_takes_a_verified_backup_first(
+    tmp_path: Path,
+) -> None:
+    script = ScriptDirectory.from_config(schema.alembic_config("sqlite://"))
+    previous = script.get_revision(schema.head_revision()).down_revision
+    if previous is None:
+        pytest.skip("only one migration exists yet: no older schema to upgrade from")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    await schema.upgrade_async(sqlite_url(data_dir))
+    await create_agent(data_dir, "ada@example.org")
+    await schema.downgrade_async(sqlite_url(data_dir), str(previous))
+
     result = keepdesk("upgrade", env=cli_env(data_dir))
 
-    assert_one_error_line(result, 1, "migration failed", "9999")
+    assert result.returncode == 0, result.stderr
     (copy,) = (data_dir / "backups").iterdir()
-    assert copy.name.startswith("pre-upgrade-9999-")
-    assert copy.suffix == ".tar"
+    assert copy.name.startswith(f"pre-upgrade-{previous}-") and copy.suffix == ".tar"
     assert f"verified backup taken first: {copy}" in result.stdout
-    assert f"keepdesk restore {copy} --force" in result.stderr
     manifest = backups.verify_archive(copy)
     assert manifest is not None
-    assert (manifest.schema_revision, manifest.counts["agents"]) == ("9999", 2)
+    assert (manifest.schema_revision, manifest.counts["agents"]) == (previous, 1)
     with tarfile.open(copy) as archive:
         member = archive.extractfile("db/agents.jsonl")
         assert member is not None
         saved = [json.loads(line) for line in member.read().splitlines()]
-    assert [(a["id"], a["email"], a["role"]) for a in saved] == original
-    with sqlite3.connect(data_dir / "keepdesk.sqlite3") as db:
-        assert db.execute("SELECT id, email, role FROM agents ORDER BY id").fetchall() == original
+    assert [a["email"] for a in saved] == ["ada@example.org"]
 
 
 def test_upgrade_beside_another_programs_tables_leaves_them_alone(tmp_path: Path) -> None:
@@ -478,3 +496,11 @@ def test_serve_on_a_fresh_data_dir_creates_the_schema_serves_and_stops_cleanly(
     assert f"on http://127.0.0.1:{port}" in log
     with sqlite3.connect(tmp_path / "data" / "keepdesk.sqlite3") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
+
+
+def test_a_misspelt_setting_in_the_environment_is_pointed_out(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data", KEEPDESK_SERVR_PORT="9000")
+    result = keepdesk("check", env=env)
+    assert "warning: KEEPDESK_SERVR_PORT is not a keepdesk setting and is ignored" in (
+        result.stderr
+    )

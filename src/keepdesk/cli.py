@@ -88,6 +88,8 @@ async def _prepare_database(runtime: Runtime) -> None:
         await schema.upgrade_async(runtime.settings.effective_database_url)
         return
     current, head = await schema.current_revision(runtime.db), schema.head_revision()
+    if current is not None and not schema.is_known_revision(current):
+        fail(schema.newer_schema_message(current))
     if current != head:
         fail(
             f"the database schema is at {current or 'an unknown revision'} but this version of "
@@ -191,6 +193,8 @@ def upgrade(
     async def main() -> None:
         async with Runtime.from_settings(settings) as runtime:
             current, head = await schema.current_revision(runtime.db), schema.head_revision()
+            if current is not None and not schema.is_known_revision(current):
+                fail(schema.newer_schema_message(current))
             if current == head:
                 say(f"the database is up to date (revision {head})")
                 return

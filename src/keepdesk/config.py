@@ -106,9 +106,6 @@ class Settings(BaseSettings):
     tickets_first_number: int = Field(
         1000, ge=1, le=1_000_000_000, description="The number the first ticket gets."
     )
-    tickets_max_body_chars: int = Field(
-        500_000, ge=1000, description="Longest message body accepted through the API or the UI."
-    )
     tickets_max_attachment_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest single attachment accepted."
     )
@@ -312,6 +309,28 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(
             f"bad setting {toml_name(field)} (env {env_name(field)}): {message}"
         ) from None
+
+
+# KEEPDESK_* variables that are not settings but are read by keepdesk or its tools.
+_OTHER_VARIABLES = (
+    "KEEPDESK_CONFIG",
+    "KEEPDESK_FAULT",
+    "KEEPDESK_ADMIN_",
+    "KEEPDESK_TEST_",
+    "KEEPDESK_BENCH_",
+)
+
+
+def unknown_environment() -> list[str]:
+    """KEEPDESK_* variables that name no setting: most likely typos, which would be ignored."""
+    known = {env_name(name) for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in os.environ
+        if name.startswith("KEEPDESK_")
+        and name not in known
+        and not name.startswith(_OTHER_VARIABLES)
+    )
 
 
 def instance_secret(settings: Settings) -> bytes:

@@ -16,7 +16,7 @@ from typing import NoReturn, TypeVar
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from keepdesk.config import Settings, load_settings
+from keepdesk.config import Settings, load_settings, unknown_environment
 from keepdesk.errors import ConfigError, KeepdeskError
 
 T = TypeVar("T")
@@ -29,9 +29,12 @@ class CliContext:
 
     def settings(self, **overrides: object) -> Settings:
         try:
-            return load_settings(self.config_path, **overrides)
+            settings = load_settings(self.config_path, **overrides)
         except ConfigError as exc:
             fail(str(exc), 2)
+        for name in unknown_environment():
+            typer.echo(f"warning: {name} is not a keepdesk setting and is ignored", err=True)
+        return settings
 
 
 def cli_context(ctx: typer.Context) -> CliContext:

@@ -33,3 +33,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic reports every migration context it opens; /readyz opens one per probe.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

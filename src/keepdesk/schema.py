@@ -44,6 +44,24 @@ def head_revision() -> str:
     return heads[0]
 
 
+def is_known_revision(revision: str) -> bool:
+    """False for a revision this keepdesk has never heard of: a newer keepdesk migrated it."""
+    try:
+        return (
+            ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision)
+            is not None
+        )
+    except Exception:  # alembic raises several types for an unknown id
+        return False
+
+
+def newer_schema_message(revision: str) -> str:
+    return (
+        f"the database is at schema revision {revision}, which a newer keepdesk made; "
+        "run that newer version, or restore a backup taken before it"
+    )
+
+
 async def current_revision(db: Database) -> str | None:
     async with db.engine.connect() as conn:
         return await conn.run_sync(_current)

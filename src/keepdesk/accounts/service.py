@@ -274,7 +274,9 @@ async def revoke_all_credentials(session: AsyncSession, *, agent_id: int, now: d
 async def count_admins(session: AsyncSession) -> int:
     return int(
         await session.scalar(
-            select(func.count()).select_from(Agent).where(Agent.role == AgentRole.admin)
+            select(func.count())
+            .select_from(Agent)
+            .where(Agent.role == AgentRole.admin, Agent.is_active.is_(True))
         )
         or 0
     )
@@ -303,6 +305,14 @@ async def create_team(
         at=now,
         data={"name": name},
     )
+    return team
+
+
+async def check_team(session: AsyncSession, team_id: int) -> Team:
+    """A team named in a request's body: unknown is a bad value (422), not a missing page."""
+    team = await session.get(Team, team_id)
+    if team is None:
+        raise InvalidInput(f"no team with id {team_id}", code="unknown_team")
     return team
 
 

@@ -178,7 +178,7 @@ async def open_ticket(
             )
         (team_id,) = actor.team_ids
     if team_id is not None:
-        await accounts.get_team(session, team_id)
+        await accounts.check_team(session, team_id)
     requester = await accounts.find_or_create_contact(
         session, email=requester_email, name=requester_name, now=now
     )
@@ -538,7 +538,7 @@ async def update_ticket(
     if not isinstance(changes.team_id, _Unset) and changes.team_id != ticket.team_id:
         closed_guard()
         if changes.team_id is not None:
-            await accounts.get_team(session, changes.team_id)
+            await accounts.check_team(session, changes.team_id)
         history.record_event(
             session,
             ticket,

@@ -28,15 +28,27 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_item=render_item,
         compare_type=True,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
+        # SQLite can roll DDL back too: a failed migration leaves the previous revision intact.
+        transactional_ddl=True,
+        transaction_per_migration=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if connection.dialect.name == "postgresql":
+        # Two processes upgrading at once (serve and worker started together) take turns; the
+        # second finds the schema at head and does nothing.
+        connection.exec_driver_sql("SELECT pg_advisory_lock(7201002)")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_unlock(7201002)")
 
 
 async def _run_async(url: str) -> None:
@@ -45,6 +57,7 @@ async def _run_async(url: str) -> None:
         async with engine.connect() as connection:
             if connection.dialect.name == "sqlite":
                 await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                await connection.exec_driver_sql("PRAGMA busy_timeout=30000")
             await connection.run_sync(_run)
             await connection.commit()
     finally:

@@ -85,7 +85,12 @@ async def _prepare_database(runtime: Runtime) -> None:
     """A fresh install gets its schema; an existing database must already be at the head."""
     if await schema.is_empty(runtime.db):
         log.info("new database at %s: creating the schema", _safe_url(runtime.settings))
-        await schema.upgrade_async(runtime.settings.effective_database_url)
+        try:
+            await schema.upgrade_async(runtime.settings.effective_database_url)
+        except Exception:
+            # serve and worker started together on a fresh database: the other one won.
+            if await schema.current_revision(runtime.db) != schema.head_revision():
+                raise
         return
     current, head = await schema.current_revision(runtime.db), schema.head_revision()
     if current is not None and not schema.is_known_revision(current):
@@ -109,8 +114,12 @@ async def _log_first_admin_hint(runtime: Runtime) -> None:
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Listen address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [default: 8000].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Listen address (default: server_host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (default: server_port, 8000).")
+    ] = None,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve HTTP only; run 'keepdesk worker' apart.")
     ] = False,
@@ -137,7 +146,9 @@ def serve(
             host=settings.server_host,
             port=settings.server_port,
             log_config=None,
-            proxy_headers=False,
+            # AC-23: forwarded headers count only from configured proxies.
+            proxy_headers=bool(settings.server_trusted_proxies),
+            forwarded_allow_ips=settings.server_trusted_proxies or None,
             server_header=False,
             access_log=False,
         )

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         "builds uses it, never the request's Host header.",
     )
 
+    server_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        "are believed (e.g. [\"127.0.0.1\"]). Empty: no forwarded header is trusted, and the "
+        "sign-in throttle sees the proxy's address.",
+    )
+
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL. Default: SQLite in <data_dir>/keepdesk.sqlite3. PostgreSQL: "

@@ -72,6 +72,10 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         fail(exc.message)
     except (OperationalError, ProgrammingError, DBAPIError) as exc:
         fail(_describe_db_error(exc))
+    except BrokenPipeError:
+        # `keepdesk check | head -1`: the reader left; nothing is wrong.
+        sys.stderr.close()
+        raise typer.Exit(0) from None
     except ConnectionRefusedError:
         fail("cannot reach the database server (connection refused): is it running?")
     except OSError as exc:

@@ -36,7 +36,8 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory holds the database, attachments and the instance secret.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(
             settings.effective_database_url,
             pool_size=settings.database_pool_size,

@@ -18,8 +18,9 @@ _VERSION = "v1"
 
 
 def _key(instance_secret: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"keepdesk secretbox v1").derive(instance_secret)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"keepdesk secretbox v1"
+    ).derive(instance_secret)
 
 
 def seal(instance_secret: bytes, plaintext: str) -> str:

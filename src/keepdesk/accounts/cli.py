@@ -15,7 +15,10 @@ from keepdesk.runtime import Runtime
 
 user_app = typer.Typer(help="Create and manage agent accounts.", no_args_is_help=True)
 token_app = typer.Typer(help="Create API tokens for the REST API.", no_args_is_help=True)
-team_app = typer.Typer(help="Create teams and manage their members.", no_args_is_help=True)
+team_app = typer.Typer(
+    help="Create teams (members are managed through the API and the web UI).",
+    no_args_is_help=True,
+)
 
 
 @user_app.command("create")
@@ -49,7 +52,7 @@ def user_create(
                 if found is None:
                     fail(
                         f"no team named {team_name!r}: create it with "
-                        f"'keepdesk team create {team_name!r}'"
+                        f'keepdesk team create "{team_name}"'
                     )
                 team_ids.append(found.id)
             agent = await accounts.create_agent(

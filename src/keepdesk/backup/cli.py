@@ -50,7 +50,7 @@ def backup(
         typer.Option(
             "--output",
             "-o",
-            help="Archive to write [default: <data_dir>/backups/keepdesk-<time>.tar].",
+            help="Archive to write (default: <data_dir>/backups/keepdesk-<time>.tar).",
         ),
     ] = None,
     passphrase_stdin: PassphraseStdin = False,

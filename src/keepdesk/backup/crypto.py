@@ -98,7 +98,9 @@ def read_header(src: BinaryIO, *, passphrase: str | None, private_key: str | Non
     mode = src.read(1)
     if mode == bytes([_PASSPHRASE]):
         if passphrase is None:
-            raise BackupKeyError("this backup is encrypted with a passphrase: give --passphrase")
+            raise BackupKeyError(
+                "this backup is encrypted with a passphrase: give it with --passphrase-stdin"
+            )
         return _scrypt(passphrase, src.read(16))
     if mode == bytes([_PUBLIC_KEY]):
         if private_key is None:

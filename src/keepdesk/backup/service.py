@@ -212,6 +212,9 @@ def _write_archive(
         manifest.files[f"blobs/{key}"] = key
     (staging / "manifest.json").write_text(json.dumps(asdict(manifest), indent=1))
     plain = target if passphrase is None and public_key is None else staging / "archive.tar"
+    # A backup holds every customer's data and the instance secret: owner-only from the start.
+    for path in {plain, target}:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     total = len(keys)
     with tarfile.open(plain, "w") as tar:
         tar.add(staging / "manifest.json", arcname="manifest.json")

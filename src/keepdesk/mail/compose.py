@@ -48,7 +48,11 @@ MAX_REFERENCES = 20
 
 
 class Unsendable(Exception):
-    """The row cannot become a mail at all (no mailbox, no ticket, a bad address): it fails."""
+    """The row cannot become a mail at all (no ticket, a bad address): it fails."""
+
+
+class NotYetSendable(Exception):
+    """Nothing to send from yet (no mailbox): kept and retried, so adding one delivers it."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,7 @@ async def _sending_mailbox(session: AsyncSession, row: OutboxMessage, ticket: Ti
             return mailbox
     mailbox = await session.scalar(active)
     if mailbox is None:
-        raise Unsendable("no mailbox to send from: add one with keepdesk mailbox add")
+        raise NotYetSendable("no mailbox to send from: add one with keepdesk mailbox add")
     return mailbox
 
 

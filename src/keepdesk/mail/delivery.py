@@ -91,6 +91,8 @@ async def _prepare(runtime: Runtime, row_id: int, *, holder: str) -> Rendered | 
             )
         except compose.Unsendable as exc:
             failure, is_final = str(exc), True
+        except compose.NotYetSendable as exc:
+            failure, is_final = str(exc), False
         except Exception as exc:
             # Nothing left keepdesk (a stored secret that no longer opens, a blob store that
             # cannot be written): try again later, with the reason where agents see it.

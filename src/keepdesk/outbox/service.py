@@ -1,9 +1,9 @@
 """Enqueueing outbound mail in the caller's transaction, and the state machine of its delivery.
 
-    queued ──claim──> sending ──250──> sent
-                         │──4xx / network──> retrying ──claim──> sending …   (for days)
-                         │──5xx──> failed                                    (final, reason kept)
-                         └──dropped after DATA / sender died──> uncertain ──claim──> sending …
+queued ──claim──> sending ──250──> sent
+                     │──4xx / network──> retrying ──claim──> sending …   (for days)
+                     │──5xx──> failed                                    (final, reason kept)
+                     └──dropped after DATA / sender died──> uncertain ──claim──> sending …
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ MAX_UNCERTAIN_ATTEMPTS = 3
 CLAIM_TTL = timedelta(minutes=5)
 _BACKOFF = (60, 300, 900, 1800, 3600, 7200, 14400, 21600)
 
-PENDING = (DeliveryStatus.queued, DeliveryStatus.retrying, DeliveryStatus.uncertain,
-           DeliveryStatus.sending)
+PENDING = (
+    DeliveryStatus.queued,
+    DeliveryStatus.retrying,
+    DeliveryStatus.uncertain,
+    DeliveryStatus.sending,
+)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -197,9 +201,7 @@ async def deliveries_for_messages(
     }
 
 
-async def find_by_message_id_header(
-    session: AsyncSession, header: str
-) -> OutboxMessage | None:
+async def find_by_message_id_header(session: AsyncSession, header: str) -> OutboxMessage | None:
     return await session.scalar(
         select(OutboxMessage).where(OutboxMessage.message_id_header == header)
     )

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 
 from keepdesk.accounts.dependencies import ApiActor, RuntimeDep, Session
-from keepdesk.errors import InvalidInput, NotFound
+from keepdesk.errors import InvalidInput
 from keepdesk.outbox import service as outbox
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import queries
 from keepdesk.tickets import service as tickets
-from keepdesk.tickets.filenames import content_disposition
-from keepdesk.tickets.models import Channel, Priority, Ticket, TicketStatus
+from keepdesk.tickets.downloads import attachment_response
+from keepdesk.tickets.models import Channel, MessageKind, Priority, Ticket, TicketStatus
 from keepdesk.tickets.policy import TicketPolicy
 from keepdesk.tickets.schemas import (
     EventRead,
@@ -28,7 +28,7 @@ from keepdesk.tickets.schemas import (
     TicketRead,
     TicketUpdate,
 )
-from keepdesk.web.schema import CursorQuery, IdPath, ListPage, NumberPath, error_responses
+from keepdesk.web.schema import CursorQuery, IdPath, ListPage, NumberPath, Text, error_responses
 
 router = APIRouter(tags=["tickets"], responses=error_responses(401, 422, 503))
 Limit = Annotated[int | None, Query(ge=1, le=1000, description="Page size (default 25).")]
@@ -37,16 +37,6 @@ IfMatch = Annotated[
     Header(description='The ticket version you read, e.g. `"3"`; a stale one gets 409.'),
 ]
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
-# Served as downloads in any case; these are never worth a browser's interpretation at all.
-_ACTIVE_TYPES = (
-    "text/html",
-    "image/svg+xml",
-    "application/xhtml+xml",
-    "text/xml",
-    "application/xml",
-    "text/javascript",
-    "application/javascript",
-)
 
 
 def _limit(runtime: Runtime, limit: int | None) -> int:
@@ -90,12 +80,12 @@ async def list_tickets(
     priority: Annotated[list[Priority] | None, Query()] = None,
     channel: Annotated[list[Channel] | None, Query()] = None,
     assignee: Annotated[
-        str | None, Query(max_length=12, description="`me`, `none`, or an agent id.")
+        Text | None, Query(max_length=12, description="`me`, `none`, or an agent id.")
     ] = None,
     team: Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Team id.")] = None,
-    tag: Annotated[str | None, Query(max_length=60)] = None,
+    tag: Annotated[Text | None, Query(max_length=60)] = None,
     requester: Annotated[
-        str | None, Query(max_length=320, description="Contact id or email address.")
+        Text | None, Query(max_length=320, description="Contact id or email address.")
     ] = None,
     updated_since: Annotated[
         datetime | None, Query(description="ISO 8601 with a timezone.")
@@ -152,7 +142,7 @@ async def create_ticket(
         priority=body.priority,
         team_id=body.team_id,
         tags=body.tags,
-        channel=body.channel,
+        channel=Channel(body.channel),
         attachments=[a.to_new() for a in body.attachments],
         now=runtime.clock.now(),
         blobs=runtime.blobs,
@@ -160,7 +150,8 @@ async def create_ticket(
     )
     number = ticket.number
     await session.commit()
-    result = await _read(session, actor, number)
+    # Filed for another team, the ticket may be out of the actor's sight: still answer 201.
+    result = _ticket_read(await queries.get_ticket_after_change(session, number=number))
     response.headers["Location"] = f"/api/v1/tickets/{number}"
     _etag(response, result)
     return result
@@ -206,7 +197,8 @@ async def update_ticket(
         expected_version=_expected_version(if_match, body.version),
     )
     await session.commit()
-    result = await _read(session, actor, number)
+    # Handed to another team, the ticket may be out of the actor's sight: still answer 200.
+    result = _ticket_read(await queries.get_ticket_after_change(session, number=number))
     _etag(response, result)
     return result
 
@@ -253,7 +245,7 @@ async def create_message(
         session,
         actor=actor,
         number=number,
-        kind=body.kind,
+        kind=MessageKind(body.kind),
         body=body.body,
         body_html=body.body_html,
         attachments=[a.to_new() for a in body.attachments],
@@ -307,29 +299,14 @@ async def download_attachment(
 ) -> FileResponse:
     ticket = await queries.get_visible_ticket(session, actor=actor, number=number)
     attachment = await queries.get_attachment(session, ticket=ticket, attachment_id=attachment_id)
-    path = runtime.blobs.path_for(attachment.blob_key)
-    if not path.is_file():
-        raise NotFound("the attachment's file is missing from the blob store", code="blob_missing")
-    media_type = attachment.content_type
-    if media_type.startswith(_ACTIVE_TYPES) or media_type.endswith("+xml"):
-        media_type = "application/octet-stream"
-    return FileResponse(
-        path,
-        media_type=media_type,
-        headers={
-            "Content-Disposition": content_disposition(attachment.filename),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "Cache-Control": "private, no-store",
-        },
-    )
+    return attachment_response(runtime.blobs, attachment)
 
 
 @router.get("/tags", summary="Tags in use, by name", tags=["tags"])
 async def list_tags(
     session: Session,
     actor: ApiActor,
-    prefix: Annotated[str | None, Query(max_length=60)] = None,
+    prefix: Annotated[Text | None, Query(max_length=60)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ListPage[TagRead]:
     tags = await queries.list_tags(session, prefix=prefix, limit=limit)

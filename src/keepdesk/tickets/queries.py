@@ -6,12 +6,13 @@ see is "not found", exactly like one that does not exist.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, true
+from sqlalchemy import ColumnElement, Select, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -30,6 +31,7 @@ from keepdesk.tickets.models import (
     TicketStatus,
     TicketTag,
 )
+from keepdesk.web.schema import MAX_ID
 
 
 def visible_to(actor: Actor) -> ColumnElement[bool]:
@@ -37,6 +39,26 @@ def visible_to(actor: Actor) -> ColumnElement[bool]:
     if actor.is_admin:
         return true()
     return or_(Ticket.team_id.in_(sorted(actor.team_ids)), Ticket.assignee_id == actor.agent_id)
+
+
+def _visible_in_lists(actor: Actor, dialect: str) -> ColumnElement[bool]:
+    """`visible_to` for lists and counts, where it must filter rows, never pick the index.
+
+    An agent's teams cover much of the table. SQLite has no statistics to know that, so it
+    answers an indexed OR by collecting every visible ticket and sorting them all: 127 ms for
+    the agent's default list at 100,000 tickets, ten times that at a million (`make bench`).
+    As `team_id + 0` the terms cannot use an index, and the sort order's index or the other
+    filters drive the query (0.9 ms). PostgreSQL weighs the OR with its statistics already."""
+    if actor.is_admin or dialect != "sqlite":
+        return visible_to(actor)
+    return or_(
+        (Ticket.team_id + 0).in_(sorted(actor.team_ids)),
+        (Ticket.assignee_id + 0) == actor.agent_id,
+    )
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 def _with_people(query: Select[Any]) -> Select[Any]:
@@ -56,6 +78,19 @@ async def find_visible_ticket(session: AsyncSession, *, actor: Actor, number: in
 
 async def get_visible_ticket(session: AsyncSession, *, actor: Actor, number: int) -> Ticket:
     ticket = await find_visible_ticket(session, actor=actor, number=number)
+    if ticket is None:
+        raise NotFound(f"no ticket #{number}")
+    return ticket
+
+
+async def get_ticket_after_change(session: AsyncSession, *, number: int) -> Ticket:
+    """The ticket as the actor's command just left it, to answer that command with.
+
+    Not an access function: the command may have taken the ticket out of the actor's sight (a
+    hand-over to another team, a ticket filed for another team), and the actor is still told how
+    their own change came out. Call it only after a command has loaded the ticket."""
+    query = _with_people(select(Ticket).where(Ticket.number == number))
+    ticket: Ticket | None = (await session.scalars(query)).unique().one_or_none()
     if ticket is None:
         raise NotFound(f"no ticket #{number}")
     return ticket
@@ -82,8 +117,35 @@ class TicketFilter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _filter_clauses(actor: Actor, f: TicketFilter) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = [visible_to(actor)]
+_DIGITS = re.compile(r"^[0-9]{1,10}$")
+
+
+def _id_or_none(text: str) -> int | None:
+    # ASCII digits only (str.isdigit also takes "²"), and no more than an id column holds.
+    if not _DIGITS.match(text) or int(text) > MAX_ID:
+        return None
+    return int(text)
+
+
+def _cursor_id(value: Any) -> int:
+    # Cursors are opaque but come back from the client: check what they carry like any input.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise InvalidInput("cursor is not valid for this list", code="invalid_cursor")
+    return value
+
+
+def _cursor_time(value: Any) -> datetime:
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise InvalidInput("cursor is not valid for this list", code="invalid_cursor")
+    return at
+
+
+def _filter_clauses(actor: Actor, f: TicketFilter, *, dialect: str) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [_visible_in_lists(actor, dialect)]
     if f.statuses:
         clauses.append(Ticket.status.in_(f.statuses))
     if f.priorities:
@@ -95,9 +157,10 @@ def _filter_clauses(actor: Actor, f: TicketFilter) -> list[ColumnElement[bool]]:
     elif f.assignee == "none":
         clauses.append(Ticket.assignee_id.is_(None))
     elif f.assignee is not None:
-        if not f.assignee.isdigit() or len(f.assignee) > 10:
+        agent_id = _id_or_none(f.assignee)
+        if agent_id is None:
             raise InvalidInput("assignee must be 'me', 'none' or an agent id", code="bad_filter")
-        clauses.append(Ticket.assignee_id == int(f.assignee))
+        clauses.append(Ticket.assignee_id == agent_id)
     if f.team_id is not None:
         clauses.append(Ticket.team_id == f.team_id)
     if f.tag is not None:
@@ -109,8 +172,11 @@ def _filter_clauses(actor: Actor, f: TicketFilter) -> list[ColumnElement[bool]]:
             )
         )
     if f.requester is not None:
-        if f.requester.isdigit() and len(f.requester) <= 10:
-            clauses.append(Ticket.requester_id == int(f.requester))
+        if f.requester.isdigit():
+            contact_id = _id_or_none(f.requester)
+            if contact_id is None:
+                raise InvalidInput("requester must be a contact id or an email", code="bad_filter")
+            clauses.append(Ticket.requester_id == contact_id)
         else:
             clauses.append(
                 Ticket.requester_id.in_(
@@ -133,19 +199,18 @@ async def list_tickets(
 ) -> Page[Ticket]:
     column = Ticket.updated_at if "updated" in sort.value else Ticket.created_at
     descending = sort.value.startswith("-")
-    clauses = _filter_clauses(actor, filters)
+    clauses = _filter_clauses(actor, filters, dialect=_dialect(session))
     if cursor:
-        _, sort_name, at, after_id = decode_cursor(cursor, kind="tickets", size=4)
-        if sort_name != sort.value or not isinstance(after_id, int):
+        _, sort_name, at, after = decode_cursor(cursor, kind="tickets", size=4)
+        if sort_name != sort.value:
             raise InvalidInput("cursor belongs to another sort order", code="invalid_cursor")
-        try:
-            at_value = datetime.fromisoformat(str(at))
-        except ValueError:
-            raise InvalidInput("cursor is not valid for this list", code="invalid_cursor") from None
-        if descending:
-            clauses.append(or_(column < at_value, and_(column == at_value, Ticket.id < after_id)))
-        else:
-            clauses.append(or_(column > at_value, and_(column == at_value, Ticket.id > after_id)))
+        at_value, after_id = _cursor_time(at), _cursor_id(after)
+        # A row value, not `at < x OR (at = x AND id < y)`: PostgreSQL makes an index range
+        # only of this form; the OR filtered every row above the cursor (191 ms halfway down
+        # 100,000 tickets, 0.2 ms as a row value). A plain tuple on the right keeps the
+        # column types, so UTCDateTime still binds the time as SQLite stores it.
+        key = tuple_(column, Ticket.id)
+        clauses.append(key < (at_value, after_id) if descending else key > (at_value, after_id))
     order = (column.desc(), Ticket.id.desc()) if descending else (column.asc(), Ticket.id.asc())
     query = _with_people(select(Ticket).where(*clauses).order_by(*order).limit(limit + 1))
     tickets = list((await session.scalars(query)).unique().all())
@@ -175,7 +240,7 @@ async def list_messages(
     )
     if cursor:
         _, after = decode_cursor(cursor, kind="messages", size=2)
-        query = query.where(Message.id > int(after))
+        query = query.where(Message.id > _cursor_id(after))
     messages = list((await session.scalars(query)).unique().all())
     more = len(messages) > limit
     messages = messages[:limit]
@@ -209,7 +274,7 @@ async def list_events(
     )
     if cursor:
         _, after = decode_cursor(cursor, kind="events", size=2)
-        query = query.where(TicketEvent.id > int(after))
+        query = query.where(TicketEvent.id > _cursor_id(after))
     events = list((await session.scalars(query)).unique().all())
     more = len(events) > limit
     events = events[:limit]
@@ -231,4 +296,31 @@ async def list_tags(session: AsyncSession, *, prefix: str | None, limit: int) ->
     query = select(Tag).order_by(Tag.name).limit(limit)
     if prefix:
         query = query.where(Tag.name.startswith(prefix.strip().lower(), autoescape=True))
+    return list((await session.scalars(query)).all())
+
+
+async def count_tickets(
+    session: AsyncSession, *, actor: Actor, filters: TicketFilter, cap: int = 1000
+) -> int:
+    """How many tickets match, counting no further than `cap + 1`: a queue shows "1000+"
+    instead of counting a million rows on every page load."""
+    clauses = _filter_clauses(actor, filters, dialect=_dialect(session))
+    matching = select(Ticket.id).where(*clauses).limit(cap + 1).subquery()
+    return int(await session.scalar(select(func.count()).select_from(matching)) or 0)
+
+
+async def list_requester_tickets(
+    session: AsyncSession, *, actor: Actor, ticket: Ticket, limit: int = 10
+) -> list[Ticket]:
+    """The requester's other tickets the actor may see, newest first (the ticket page's panel)."""
+    query = (
+        select(Ticket)
+        .where(
+            Ticket.requester_id == ticket.requester_id,
+            Ticket.id != ticket.id,
+            visible_to(actor),
+        )
+        .order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        .limit(limit)
+    )
     return list((await session.scalars(query)).all())

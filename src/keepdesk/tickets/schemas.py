@@ -22,7 +22,7 @@ from keepdesk.tickets.models import (
     TicketEvent,
     TicketStatus,
 )
-from keepdesk.web.schema import ApiModel, Text
+from keepdesk.web.schema import MAX_ID, ApiModel, Text
 
 MAX_BODY = 500_000
 MAX_SUBJECT = 998  # RFC 5322's line limit: the longest subject a mail can carry
@@ -113,9 +113,13 @@ class TicketCreate(ApiModel):
     )
     requester: RequesterIn
     priority: Priority = Priority.normal
-    channel: Literal[Channel.api, Channel.web, Channel.chat] = Channel.api
+    # Plain strings, so a wrong value is explained as "'api', 'web' or 'chat'".
+    channel: Literal["api", "web", "chat"] = "api"
     team_id: int | None = Field(
-        None, ge=1, description="Required unless you are an admin or belong to exactly one team."
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Required unless you are an admin or belong to exactly one team.",
     )
     tags: list[TagText] = Field(default_factory=list, max_length=20)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
@@ -124,8 +128,12 @@ class TicketCreate(ApiModel):
 class TicketUpdate(ApiModel):
     status: TicketStatus | None = None
     priority: Priority | None = None
-    assignee_id: int | None = Field(None, ge=1, description="An agent id, or null to unassign.")
-    team_id: int | None = Field(None, ge=1, description="A team id, or null for no team.")
+    assignee_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="An agent id, or null to unassign."
+    )
+    team_id: int | None = Field(
+        None, ge=1, le=MAX_ID, description="A team id, or null for no team."
+    )
     tags: list[TagText] | None = Field(None, max_length=20)
     version: int | None = Field(
         None, ge=1, description="The version you read; `If-Match` does the same."
@@ -196,7 +204,7 @@ class MessageRead(BaseModel):
 
 
 class MessageCreate(ApiModel):
-    kind: Literal[MessageKind.reply, MessageKind.note] = Field(
+    kind: Literal["reply", "note"] = Field(
         description="`reply` goes to the customer; `note` stays internal."
     )
     body: Text = Field(max_length=MAX_BODY)

@@ -59,12 +59,17 @@ async def _supervise(runtime: Runtime, task: Task, stop: asyncio.Event, holder: 
             state.last_failure_at = runtime.clock.now()
             state.last_error = f"{type(exc).__name__}: {exc}"[:1000]
             delay = min(_MAX_BACKOFF, 2.0**state.failures_in_a_row)
-            log.exception(
-                "task %s failed (%d in a row); retrying in %.0fs",
-                task.name,
-                state.failures_in_a_row,
-                delay,
-            )
+            if state.failures_in_a_row == 1:
+                log.exception("task %s failed; retrying in %.0fs", task.name, delay)
+            else:
+                # The traceback was logged with the first failure; a long outage stays readable.
+                log.error(
+                    "task %s failed again (%d in a row): %s; retrying in %.0fs",
+                    task.name,
+                    state.failures_in_a_row,
+                    state.last_error,
+                    delay,
+                )
         if await _wait(stop, delay):
             return
 

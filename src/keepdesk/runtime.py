@@ -23,6 +23,8 @@ class TaskState:
     last_failure_at: datetime | None = None
     last_error: str | None = None
     failures_in_a_row: int = 0
+    # When a failing unit may be tried again (exponential back-off); None: at once.
+    retry_at: datetime | None = None
 
 
 @dataclass

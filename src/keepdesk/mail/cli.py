@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from keepdesk import leases
 from keepdesk.accounts import service as accounts
 from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.console import Progress, cli_context, fail, run, say
@@ -18,6 +19,9 @@ from keepdesk.mail import quarantine as quarantine_service
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import ProcessedAction, QuarantineStatus
 from keepdesk.runtime import Runtime
+
+# Held while one pass runs; released at the end so the worker can take the mailbox back.
+FETCH_ONCE_LEASE = timedelta(minutes=10)
 
 mailbox_app = typer.Typer(help="Add and list the mailboxes keepdesk fetches.", no_args_is_help=True)
 mail_app = typer.Typer(
@@ -156,8 +160,27 @@ def fetch_once_command(
                 boxes = [b for b in boxes if b.address == mailbox.strip().lower()]
                 if not boxes:
                     fail(f"no active mailbox {mailbox}")
+            holder = leases.holder_name()
             for box in boxes:
-                report = await fetch_once(runtime, box.id)
+                # AC-8: the same lease the worker takes, so cron beside a worker never doubles.
+                async with runtime.db.session(write=True) as session:
+                    mine = await leases.acquire(
+                        session,
+                        name=f"mailbox:{box.id}",
+                        holder=holder,
+                        ttl=FETCH_ONCE_LEASE,
+                        now=runtime.clock.now(),
+                    )
+                    await session.commit()
+                if not mine:
+                    say(f"{box.address}: skipped, another process is fetching it")
+                    continue
+                try:
+                    report = await fetch_once(runtime, box.id)
+                finally:
+                    async with runtime.db.session(write=True) as session:
+                        await leases.release(session, name=f"mailbox:{box.id}", holder=holder)
+                        await session.commit()
                 say(
                     f"{report.mailbox}: {report.fetched} fetched, {report.ingested} new, "
                     f"{report.duplicates} duplicates, {report.quarantined} quarantined"

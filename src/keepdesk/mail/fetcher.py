@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.faults import crash_point
@@ -52,8 +52,11 @@ class DatabaseDown(Exception):
 
 
 def _is_database_down(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | DBAPIError) and not isinstance(
-        getattr(exc, "orig", None), ValueError
+    # A unique violation is not an outage: another fetcher committed the same UID first.
+    return (
+        isinstance(exc, OperationalError | DBAPIError)
+        and not isinstance(exc, IntegrityError)
+        and not isinstance(getattr(exc, "orig", None), ValueError)
     )
 
 
@@ -90,13 +93,17 @@ async def fetch_once(
     now = runtime.clock.now()
     try:
         server = imap_server(mailbox, runtime.secret)
-        async with ImapClient(server) as imap:
+        async with ImapClient(server, timeout=runtime.settings.mail_imap_timeout_seconds) as imap:
             await _pass(runtime, imap, mailbox, limits, report, max_messages)
             if idle_seconds > 0:
                 await imap.idle(idle_seconds)
                 mailbox = await _load(runtime, mailbox_id)
                 await _pass(runtime, imap, mailbox, limits, report, max_messages)
-    except (ImapError, DatabaseDown, ValueError) as exc:
+    except (ImapError, DatabaseDown, ValueError, DBAPIError) as exc:
+        # A database error outside one message's transaction (the cursor, a receipt marked
+        # done) ends the pass the same way: nothing more happens on the server (AC-24).
+        if isinstance(exc, DBAPIError) and not _is_database_down(exc):
+            raise
         report.errors.append(str(exc))
         log.warning("fetching %s failed: %s", mailbox.address, exc)
         with contextlib.suppress(OperationalError, DBAPIError):
@@ -258,6 +265,10 @@ async def _one(
                 quarantine=(reason, incomplete) if incomplete else None,
             )
             break
+        except IntegrityError:
+            # Someone else (a fetch-once beside the worker) committed this UID meanwhile: the
+            # mail is stored; its receipt is theirs, and so is the server action.
+            return None
         except Exception as exc:
             if _is_database_down(exc):
                 raise DatabaseDown(f"the database failed: {exc}") from exc

@@ -58,6 +58,8 @@ class ImapClient:
         self._client: aioimaplib.IMAP4 | None = None
         self.capabilities: set[str] = set()
         self.separator = "/"
+        # Why the connection ended under us (the server closed it, or sent BYE and closed).
+        self._lost: str | None = None
 
     async def __aenter__(self) -> ImapClient:
         await self.connect()
@@ -78,14 +80,36 @@ class ImapClient:
         return self._client
 
     async def _call(self, coro: Any, what: str) -> Any:
+        if self._lost is not None:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            raise ImapError(f"{what}: {self._lost}")
         try:
-            return await asyncio.wait_for(coro, self.timeout)
-        except TimeoutError:
-            raise ImapError(f"{what}: no answer within {self.timeout:.0f}s") from None
+            result = await asyncio.wait_for(coro, self.timeout)
+        except (TimeoutError, aioimaplib.CommandTimeout):
+            # A late answer would be read as the answer to the next command: the connection
+            # is done for (and LOGOUT would only wait for a server that is not answering).
+            self._lost = f"no answer within {self.timeout:.0f}s"
+            raise ImapError(f"{what}: {self._lost}") from None
         except aioimaplib.Abort as exc:
             raise ImapError(f"{what}: {exc}") from None
         except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ImapError(f"{what}: connection failed ({exc})") from None
+        if self._lost is not None:
+            raise ImapError(f"{what}: {self._lost}")
+        return result
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        """aioimaplib only logs a closed connection and leaves the command waiting for its
+        timeout; end the waiting command now, and every later call fails at once."""
+        self._lost = "the server closed the connection" + (f" ({exc})" if exc else "")
+        if self._client is None:
+            return
+        protocol = self._client.protocol
+        for command in (protocol.pending_sync_command, *protocol.pending_async_commands.values()):
+            if command is not None:
+                command.close(b"connection lost", "BYE")
+        protocol.idle_queue.put_nowait([b"connection lost"])
 
     async def connect(self) -> None:
         s = self.server
@@ -98,6 +122,8 @@ class ImapClient:
             )
         else:
             self._client = aioimaplib.IMAP4(host=s.host, port=s.port, timeout=self.timeout)
+        # IMAP4_SSL does not pass conn_lost_cb on; the protocol is not connected yet.
+        self._client.protocol.conn_lost_cb = self._connection_lost
         await self._call(self.client.wait_hello_from_server(), "greeting")
         if self.client.protocol.state == "LOGOUT" or self.client.protocol.transport is None:
             raise ImapError(f"cannot connect to {s.host}:{s.port}")
@@ -151,7 +177,7 @@ class ImapClient:
         if client is None:
             return
         try:
-            if client.protocol.state in ("AUTH", "SELECTED"):
+            if client.protocol.state in ("AUTH", "SELECTED") and self._lost is None:
                 await asyncio.wait_for(client.logout(), 5)
         except (TimeoutError, aioimaplib.Abort, OSError, ConnectionError):
             pass

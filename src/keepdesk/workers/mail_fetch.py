@@ -15,12 +15,13 @@ from sqlalchemy import select
 from keepdesk import leases
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox
-from keepdesk.runtime import Runtime
+from keepdesk.runtime import Runtime, TaskState
 
 log = logging.getLogger("keepdesk.workers.mail_fetch")
 
 # Longer than a pass plus an IDLE wait, so a live holder never loses it mid-pass.
 MAILBOX_LEASE = timedelta(minutes=5)
+MAX_BACKOFF_SECONDS = 300.0
 
 
 async def fetch_all(runtime: Runtime, *, holder: str, idle_seconds: float = 25) -> None:
@@ -35,6 +36,10 @@ async def fetch_all(runtime: Runtime, *, holder: str, idle_seconds: float = 25) 
 
 
 async def _cycle(runtime: Runtime, mailbox_id: int, holder: str, idle_seconds: float) -> None:
+    key = f"mailbox:{mailbox_id}"
+    state = runtime.tasks.setdefault(key, TaskState())
+    if state.retry_at is not None and runtime.clock.now() < state.retry_at:
+        return  # backing off after failures (F2, F7): the server or database is down
     async with runtime.db.session(write=True) as session:
         mine = await leases.acquire(
             session,
@@ -47,6 +52,21 @@ async def _cycle(runtime: Runtime, mailbox_id: int, holder: str, idle_seconds: f
     if not mine:
         return
     report = await fetch_once(runtime, mailbox_id, idle_seconds=idle_seconds)
+    now = runtime.clock.now()
+    if report.errors:
+        state.failures_in_a_row += 1
+        state.last_failure_at, state.last_error = now, report.errors[-1][:1000]
+        delay = min(MAX_BACKOFF_SECONDS, 2.0**state.failures_in_a_row)
+        state.retry_at = now + timedelta(seconds=delay)
+        log.warning(
+            "%s: fetching failed (%d in a row), next try in %.0fs: %s",
+            report.mailbox,
+            state.failures_in_a_row,
+            delay,
+            state.last_error,
+        )
+        return
+    state.failures_in_a_row, state.retry_at, state.last_success_at = 0, None, now
     if report.fetched:
         log.info(
             "%s: %d fetched, %d new, %d duplicates, %d quarantined",

@@ -391,8 +391,8 @@ async def test_two_senders_at_once_deliver_each_reply_once(
     assert statuses == [DeliveryStatus.sent] * 6
 
 
-async def test_without_any_mailbox_the_reply_fails_and_says_what_to_do(
-    world: World, runtime: Runtime
+async def test_without_any_mailbox_the_reply_waits_says_what_to_do_and_goes_once_added(
+    world: World, runtime: Runtime, sink: Sink, clock: FakeClock
 ) -> None:
     number = await support_ticket(world)
     dave = world.client("dave")
@@ -401,6 +401,11 @@ async def test_without_any_mailbox_the_reply_fails_and_says_what_to_do(
     await send_due(runtime)
 
     assert await delivery_of(dave, number, message) == {
-        "status": "failed",
+        "status": "retrying",
         "error": "no mailbox to send from: add one with keepdesk mailbox add",
     }
+    await add_mailbox(runtime, port=sink.port)
+    clock.advance(hours=1)
+    await send_due(runtime)
+    assert (await delivery_of(dave, number, message))["status"] == "sent"
+    assert len(sink.received_by("carol@customer.test")) == 1

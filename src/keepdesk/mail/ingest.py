@@ -50,6 +50,9 @@ log = logging.getLogger("keepdesk.mail.ingest")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 AUTO_ACK_EVERY = timedelta(hours=24)
 MAX_BODY_CHARS = 2_000_000
+# The API's limit too (RFC 5322's line length). A longer subject is cut with an ellipsis; the
+# raw mail keeps it whole (corpus 602: a 52 KB subject).
+MAX_SUBJECT_CHARS = 998
 
 
 @dataclass(frozen=True)
@@ -342,7 +345,7 @@ async def ingest(
         ticket, message = await tickets.open_customer_ticket(
             session,
             requester=contact,
-            subject=parsed.subject,
+            subject=_shortened(parsed.subject),
             body=body,
             body_html=parsed.html_body,
             attachments=attachments,
@@ -400,6 +403,13 @@ def _attachments(parsed: ParsedMail) -> list[NewAttachment]:
     ]
 
 
+def _shortened(subject: str) -> str:
+    subject = " ".join(subject.split())
+    if len(subject) <= MAX_SUBJECT_CHARS:
+        return subject
+    return subject[: MAX_SUBJECT_CHARS - 1].rstrip() + "\u2026"
+
+
 def _is_our_own(parsed: ParsedMail, secret: bytes) -> bool:
     return parsed.message_id is not None and ids.verify(secret, parsed.message_id) is not None
 
@@ -434,7 +444,13 @@ async def _finish(
             thread_reason=reason,
             automation=",".join(r.value for r in parsed.automation.reasons) or None,
             raw_blob_key=blob_key,
-            facts={"defects": parsed.defects[:20]},
+            facts={
+                "defects": parsed.defects[:20],
+                # Broken or cut-off transfer encoding: stored as decoded, marked (701, 704).
+                "possibly_damaged": [
+                    a.filename for a in parsed.attachments if a.is_possibly_damaged
+                ][:20],
+            },
         )
     )
     receipt.outcome = ReceiptOutcome.ingested
@@ -501,6 +517,10 @@ def auto_ack_verdict(
         return False, f"the mail is automated ({names}): never answered automatically"
     if parsed.automation.suppresses_auto_reply:
         return False, "the sender asked for no automatic replies (X-Auto-Response-Suppress)"
+    if any(a.content_type == "text/calendar" for a in parsed.attachments):
+        # An invitation is never answered automatically (corpus 113): RFC 5546 (iMIP) answers
+        # go to the organiser, and any mail back could read as accepting or declining.
+        return False, "a calendar invitation is never answered automatically"
     if not parsed.sender.is_verified or parsed.sender.address is None:
         return False, "the sender address cannot be trusted"
     if parsed.sender.address in ours:

@@ -1,7 +1,9 @@
 """Which ticket an inbound mail belongs to, and why (AC-10).
 
 In order: a Message-ID keepdesk issued (HMAC-verified) or one already on a ticket, named in
-In-Reply-To/References; then the subject tag `[#1042]`. Either only counts when the sender is a
+In-Reply-To/References; then the subject tag `[#1042]`. A Message-ID keepdesk issued threads
+whoever answers it: only someone who got our mail can quote it (AC-10; an out-of-office reply
+from a Cc'd colleague, corpus 401). Any other id or a tag only counts when the sender is a
 participant of that ticket; otherwise the mail opens a ticket of its own, marked as an
 unverified follow-up, so a stranger quoting a number never lands on someone else's ticket.
 """
@@ -54,15 +56,20 @@ async def _ticket_by_number(session: AsyncSession, number: int) -> Ticket | None
     return await session.scalar(select(Ticket).where(Ticket.number == number))
 
 
-async def _referenced(
-    session: AsyncSession, refs: list[str], secret: bytes
-) -> tuple[Ticket, str] | None:
+@dataclass(frozen=True)
+class _Found:
+    ticket: Ticket
+    why: str
+    issued_by_us: bool = False  # an HMAC-verified Message-ID of ours, not one anybody can quote
+
+
+async def _referenced(session: AsyncSession, refs: list[str], secret: bytes) -> _Found | None:
     for ref in refs:
         issued = ids.verify(secret, ref)
         if issued is not None:
             ticket = await _ticket_by_number(session, issued.number)
             if ticket is not None:
-                return ticket, f"it answers keepdesk's message {ref}"
+                return _Found(ticket, f"it answers keepdesk's message {ref}", issued_by_us=True)
     if not refs:
         return None
     known = (
@@ -75,7 +82,7 @@ async def _referenced(
     by_ref = {header: ticket for header, ticket in known}
     for ref in refs:
         if ref in by_ref:
-            return by_ref[ref], f"it refers to {ref}, a mail already on this ticket"
+            return _Found(by_ref[ref], f"it refers to {ref}, a mail already on this ticket")
     return None
 
 
@@ -94,15 +101,21 @@ async def decide(
         for match in SUBJECT_TAG.finditer(subject):
             ticket = await _ticket_by_number(session, int(match.group(1)))
             if ticket is not None:
-                found = ticket, f"its subject carries the tag [#{ticket.number}]"
+                found = _Found(ticket, f"its subject carries the tag [#{ticket.number}]")
                 break
     if found is None:
         return ThreadDecision(None, "it refers to no existing ticket, so it opened a new one")
-    ticket, why = found
+    ticket, why = found.ticket, found.why
     if sender in await participants(session, ticket):
         return ThreadDecision(
             ticket,
             f"Threaded onto #{ticket.number} because {why} and {sender} takes part in that ticket.",
+        )
+    if found.issued_by_us:
+        return ThreadDecision(
+            ticket,
+            f"Threaded onto #{ticket.number} because {why}, a Message-ID only keepdesk can issue; "
+            f"{sender} had not written on that ticket before.",
         )
     return ThreadDecision(
         None,
@@ -123,7 +136,7 @@ async def decide_for_reply(
     """The thread a reply sent from the support address belongs to (importing history)."""
     found = await _referenced(session, references_newest_first(in_reply_to, references), secret)
     if found is not None:
-        return found[0]
+        return found.ticket
     for match in SUBJECT_TAG.finditer(subject):
         ticket = await _ticket_by_number(session, int(match.group(1)))
         if ticket is not None:

@@ -106,6 +106,14 @@ _STYLE_PROPERTIES = {
 }
 
 
+def _only_safe_urls(tag: str, attribute: str, value: str) -> str | None:
+    # data: and cid: are for images shown in place; as a link target, data:text/html is a page
+    # from nowhere (corpus 501).
+    if attribute == "href" and value.strip().lower().startswith(("data:", "cid:")):
+        return None
+    return value
+
+
 def sanitize_html(html: str) -> str:
     return nh3.clean(
         html,
@@ -116,4 +124,5 @@ def sanitize_html(html: str) -> str:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
         filter_style_properties=_STYLE_PROPERTIES,
+        attribute_filter=_only_safe_urls,
     )

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     server_trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto "
-        "are believed (e.g. [\"127.0.0.1\"]). Empty: no forwarded header is trusted, and the "
+        'are believed (e.g. ["127.0.0.1"]). Empty: no forwarded header is trusted, and the '
         "sign-in throttle sees the proxy's address.",
     )
 

@@ -91,8 +91,8 @@ async def test_a_failed_backup_shows_but_the_instance_stays_ready(
     await schedule.take_backup(dataclasses.replace(runtime, settings=blocked))
     status = await status_of(world)
     assert status["backup"]["last_failure"].startswith(("FileExistsError", "NotADirectoryError"))
-    assert f"backup: the last backup failed: {status['backup']['last_failure']}" in (
-        status["problems"]
+    assert (
+        f"backup: the last backup failed: {status['backup']['last_failure']}" in status["problems"]
     )
     ready = await anonymous.get("/readyz")
     assert ready.status_code == 200

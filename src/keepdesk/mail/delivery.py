@@ -26,12 +26,20 @@ from keepdesk.runtime import Runtime
 log = logging.getLogger("keepdesk.mail.delivery")
 
 
+BATCH = 20
+# One unit drains a backlog batch after batch, up to this many, before the runner's next turn.
+MAX_BATCHES_PER_UNIT = 50
+
+
 async def send_due_task(runtime: Runtime, *, holder: str) -> None:
-    """The registered unit (see workers/registry.py)."""
-    await send_due(runtime, holder=holder)
+    """The registered unit (see workers/registry.py): keeps sending while batches come back
+    full, so a burst of replies drains at the server's pace, not 20 every 5 seconds."""
+    for _ in range(MAX_BATCHES_PER_UNIT):
+        if await send_due(runtime, holder=holder) < BATCH:
+            return
 
 
-async def send_due(runtime: Runtime, *, holder: str, limit: int = 20) -> int:
+async def send_due(runtime: Runtime, *, holder: str, limit: int = BATCH) -> int:
     """Deliver up to `limit` due rows, oldest first, one after another; returns how many were
     taken. `holder` names this sender in the claims (one name per process)."""
     async with runtime.db.session(write=True) as session:

@@ -118,6 +118,27 @@ def _age(now: datetime, then: datetime | None) -> float:
     return (now - then).total_seconds() if then else float("nan")
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's path template, prefixes included: `/api/v1/tickets/{number}`.
+
+    FastAPI includes routers lazily, so `scope["route"]` is the route as its router declares it
+    (`/tickets/{number}`), without the prefix it was included under; that prefix is the part of
+    the request path before the route's own pattern matches.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "unmatched"
+    pattern = getattr(route, "path_regex", None)
+    path = str(scope.get("path", ""))
+    if pattern is None or pattern.match(path):
+        return template
+    for i, char in enumerate(path):
+        if char == "/" and i > 0 and pattern.match(path[i:]):
+            return path[:i] + template
+    return template
+
+
 class RequestMetrics:
     """Times each request, counts it by route template, and logs one line for it."""
 
@@ -142,7 +163,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
@@ -167,15 +188,10 @@ async def metrics_endpoint(request: Request, runtime: RuntimeDep) -> Response:
     metrics: Metrics = request.app.state.metrics
     now = runtime.clock.now()
     async with runtime.db.session() as session:
-        by_status = dict(
-            (
-                await session.execute(
-                    select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-                )
-            )
-            .tuples()
-            .all()
+        rows = await session.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
         )
+        by_status = {status: int(n) for status, n in rows}
         for status in DeliveryStatus:
             metrics.outbox.labels(status.value).set(by_status.get(status, 0))
         oldest = await session.scalar(

@@ -7,7 +7,6 @@ import time. API paths answer errors as `{"error": {"code", "message"}}`; other 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,26 +14,39 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keepdesk import __version__, errors
 from keepdesk.accounts import api as accounts_api
+from keepdesk.accounts import views as accounts_views
 from keepdesk.clock import Clock
 from keepdesk.config import Settings
 from keepdesk.mail import api as mail_api
+from keepdesk.mail import facts as mail_facts
 from keepdesk.ops import api as ops_api
 from keepdesk.ops import metrics as ops_metrics
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
+from keepdesk.tickets import ticket_views
+from keepdesk.tickets import views as tickets_views
+from keepdesk.web import pages as web_pages
 from keepdesk.web.headers import SecurityHeaders
 from keepdesk.workers.runner import run_workers
 
 log = logging.getLogger("keepdesk.app")
 
 API_PREFIX = "/api/v1"
+
+# Every folder templates come from, each under its own prefix (STYLE.md: listed in one place).
+TEMPLATE_FOLDERS = {
+    "web": web_pages.TEMPLATE_DIR,
+    "accounts": accounts_views.TEMPLATES,
+    "tickets": tickets_views.TEMPLATES,
+}
 
 STATUS = {
     errors.NotFound: 404,
@@ -89,6 +101,14 @@ def create_app(
     app.include_router(accounts_api.router, prefix=API_PREFIX)
     app.include_router(tickets_api.router, prefix=API_PREFIX)
     app.include_router(mail_api.router, prefix=API_PREFIX)
+    # The agents' pages: cookie sessions and CSRF (accounts.browser), never bearer tokens.
+    app.state.pages = web_pages.Pages(TEMPLATE_FOLDERS)
+    app.include_router(accounts_views.router)
+    app.include_router(tickets_views.router)
+    app.include_router(ticket_views.router)
+    # The ticket page shows what mail knows about a message (tickets cannot import mail).
+    app.state.mail_facts = mail_facts.mail_facts_for_messages
+    app.mount(web_pages.STATIC_PREFIX, StaticFiles(directory=web_pages.STATIC_DIR), name="static")
     _install_error_handlers(app)
     app.state.metrics = ops_metrics.Metrics()
     # Added first, so it runs inside SecurityHeaders and sees the request id it assigns.
@@ -115,11 +135,14 @@ def _error(
         if details:
             body["details"] = details
         return JSONResponse({"error": body}, status_code=status, headers=headers)
-    page = (
-        "<!doctype html><html lang=en><meta charset=utf-8><title>keepdesk</title>"
-        f"<h1>{status}</h1><p>{html.escape(message)}</p>"
+    return web_pages.error_response(
+        request,
+        status=status,
+        code=code,
+        message=message,
+        request_id=_request_id(request),
+        headers=headers,
     )
-    return HTMLResponse(page, status_code=status, headers=headers)
 
 
 def _request_id(request: Request) -> str:
@@ -187,7 +210,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    @app.exception_handler(DBAPIError)
+    @app.exception_handler(InterfaceError)
     @app.exception_handler(OSError)
     async def unavailable(request: Request, exc: Exception) -> Response:
         log.error("database unavailable (request %s): %s", _request_id(request), exc)

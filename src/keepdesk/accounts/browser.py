@@ -1,0 +1,177 @@
+"""Signed-in browsers: the session cookie, the agent behind a page request, and CSRF.
+
+Every page route depends on `PageBrowser` (or, signed out, on `presession_token` and
+`check_presession_csrf`). For a state-changing method the dependency itself demands the CSRF
+token and a same-origin request, so no page route can forget them (AC-22). The REST API keeps
+its bearer tokens (`dependencies.py`); a cookie never authenticates an API call.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from sqlalchemy import select, update
+
+from keepdesk.accounts import auth
+from keepdesk.accounts.access import Actor
+from keepdesk.accounts.dependencies import RuntimeDep, Session
+from keepdesk.accounts.models import Team, WebSession
+from keepdesk.errors import PermissionDenied, Unauthenticated
+from keepdesk.runtime import Runtime
+from keepdesk.web import csrf
+from keepdesk.web.nav import navigation
+from keepdesk.web.pages import is_htmx
+
+SESSION_COOKIE = "keepdesk_session"
+# A signed-out browser's random id, so the sign-in and setup forms carry a CSRF token too
+# (a forged sign-in would put the victim into the attacker's account).
+PRESESSION_COOKIE = "keepdesk_presession"
+_MAX_COOKIE = 200
+
+
+@dataclass(frozen=True)
+class Browser:
+    """The agent at the keyboard, which of their sessions this is, and its CSRF token."""
+
+    actor: Actor
+    session_id: int
+    csrf_token: str
+
+
+def cookie_is_secure(runtime: Runtime) -> bool:
+    return runtime.settings.server_base_url.startswith("https://")
+
+
+def set_cookie(response: Response, runtime: Runtime, name: str, value: str) -> None:
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="lax",
+        secure=cookie_is_secure(runtime),
+        path="/",
+    )
+
+
+def allowed_origins(request: Request, runtime: Runtime) -> set[str]:
+    """The configured base URL's origin, and the one the browser used to reach us."""
+    found = {
+        csrf.origin_of(runtime.settings.server_base_url),
+        csrf.origin_of(str(request.base_url)),
+    }
+    return {origin for origin in found if origin}
+
+
+async def check_csrf(request: Request, runtime: Runtime, expected: str) -> None:
+    reason = csrf.cross_origin_reason(
+        request.headers, allowed_origins=allowed_origins(request, runtime)
+    )
+    if reason is not None:
+        raise PermissionDenied(
+            f"this change was not sent from a keepdesk page: {reason}", code="csrf_origin"
+        )
+    given = request.headers.get(csrf.HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        value = (await request.form()).get(csrf.FIELD)
+        given = value if isinstance(value, str) else None
+    if not csrf.tokens_match(expected, given):
+        raise PermissionDenied(
+            "the form's security token is missing or out of date; reload the page and try again",
+            code="csrf_failed",
+        )
+
+
+async def _team_names(session: Session, actor: Actor) -> list[tuple[int, str]]:
+    if not actor.team_ids:
+        return []
+    rows = await session.execute(
+        select(Team.id, Team.name).where(Team.id.in_(sorted(actor.team_ids))).order_by(Team.name)
+    )
+    return [(team_id, name) for team_id, name in rows]
+
+
+async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -> Browser:
+    raw = request.cookies.get(SESSION_COOKIE, "")
+    if not raw or len(raw) > _MAX_COOKIE:
+        raise Unauthenticated("please sign in", code="no_session")
+    settings = runtime.settings
+    actor, web_session = await auth.authenticate_session(
+        session,
+        raw,
+        now=runtime.clock.now(),
+        idle_minutes=settings.auth_session_idle_minutes,
+        max_days=settings.auth_session_max_days,
+    )
+    session_id = web_session.id
+    if session.is_modified(web_session) and request.method not in csrf.UNSAFE_METHODS:
+        # A read keeps its transaction read-only: record the session's use on the side. A
+        # change request commits it together with the change.
+        touch = (
+            update(WebSession)
+            .where(WebSession.id == session_id)
+            .values(last_seen_at=web_session.last_seen_at, expires_at=web_session.expires_at)
+        )
+        session.expunge(web_session)
+        async with runtime.db.session(write=True) as side:
+            await side.execute(touch)
+            await side.commit()
+    token = csrf.token_for(runtime.secret, raw)
+    if request.method in csrf.UNSAFE_METHODS:
+        await check_csrf(request, runtime, token)
+    page: dict[str, object] = {"me": actor, "csrf_token": token}
+    if not is_htmx(request):
+        page["nav"] = navigation(teams=await _team_names(session, actor), is_admin=actor.is_admin)
+    request.state.page = page
+    request.state.actor = actor
+    return Browser(actor=actor, session_id=session_id, csrf_token=token)
+
+
+PageBrowser = Annotated[Browser, Depends(get_browser)]
+
+
+# --- signed out: the sign-in and setup forms ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Presession:
+    """A signed-out browser's CSRF token; `new_cookie` is set when the cookie is to be sent."""
+
+    token: str
+    new_cookie: str | None
+
+    def keep(self, response: Response, runtime: Runtime) -> Response:
+        if self.new_cookie is not None:
+            set_cookie(response, runtime, PRESESSION_COOKIE, self.new_cookie)
+        return response
+
+
+def presession(request: Request, runtime: RuntimeDep) -> Presession:
+    value = request.cookies.get(PRESESSION_COOKIE, "")
+    new_cookie = None
+    if not value or len(value) > _MAX_COOKIE:
+        value = new_cookie = secrets.token_urlsafe(24)
+    token = csrf.token_for(runtime.secret, value, purpose="presession")
+    request.state.page = {"csrf_token": token}
+    return Presession(token=token, new_cookie=new_cookie)
+
+
+async def check_presession_csrf(request: Request, runtime: RuntimeDep) -> str:
+    value = request.cookies.get(PRESESSION_COOKIE, "")
+    if not value or len(value) > _MAX_COOKIE:
+        raise PermissionDenied(
+            "keepdesk needs cookies to sign you in; allow them for this site and reload the page",
+            code="csrf_failed",
+        )
+    token = csrf.token_for(runtime.secret, value, purpose="presession")
+    request.state.page = {"csrf_token": token}
+    await check_csrf(request, runtime, token)
+    return token
+
+
+PresessionDep = Annotated[Presession, Depends(presession)]
+PresessionChecked = Annotated[str, Depends(check_presession_csrf)]

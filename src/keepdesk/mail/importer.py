@@ -9,8 +9,9 @@ up closed, so years of history do not flood the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mailbox as stdlib_mailbox
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +34,7 @@ class ImportSummary:
     closed: int = 0
 
 
-def read_messages(kind: str, path: Path) -> tuple[int, Iterator[bytes]]:
+def read_messages(kind: str, path: Path) -> tuple[int, Generator[bytes, None, None]]:
     """The count and the raw bytes of each message, oldest file order first."""
     if kind == "mbox":
         if not path.is_file():
@@ -49,32 +50,25 @@ def read_messages(kind: str, path: Path) -> tuple[int, Iterator[bytes]]:
         raise InvalidInput("the kind must be mbox or maildir", code="invalid_kind")
     keys = sorted(box.keys()) if kind == "maildir" else list(box.keys())
 
-    def messages() -> Iterator[bytes]:
-        for key in keys:
-            # get_bytes gives the stored bytes; nothing is re-serialised (AC-9).
-            yield box.get_bytes(key)
+    def messages() -> Generator[bytes, None, None]:
+        try:
+            for key in keys:
+                # get_bytes gives the stored bytes; nothing is re-serialised (AC-9).
+                yield box.get_bytes(key)
+        finally:
+            box.close()
 
     return len(keys), messages()
 
 
-async def import_messages(
+async def _import_all(
     runtime: Runtime,
-    *,
-    kind: str,
-    path: Path,
+    messages: Iterator[bytes],
     mailbox_address: str,
-    close_older_than: timedelta | None = timedelta(days=14),
-    progress: Callable[[int, int], None] | None = None,
-) -> ImportSummary:
-    async with runtime.db.session() as session:
-        box = await find_mailbox(session, mailbox_address)
-        if box is None:
-            raise InvalidInput(
-                f"no mailbox {mailbox_address}: add it with 'keepdesk mailbox add'",
-                code="unknown_mailbox",
-            )
-    total, messages = read_messages(kind, path)
-    summary = ImportSummary(total=total)
+    total: int,
+    summary: ImportSummary,
+    progress: Callable[[int, int], None] | None,
+) -> None:
     for index, raw in enumerate(messages, start=1):
         blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
         async with runtime.db.session(write=True) as session:
@@ -99,6 +93,28 @@ async def import_messages(
         summary.outcomes[key] = summary.outcomes.get(key, 0) + 1
         if progress is not None:
             progress(index, total)
+
+
+async def import_messages(
+    runtime: Runtime,
+    *,
+    kind: str,
+    path: Path,
+    mailbox_address: str,
+    close_older_than: timedelta | None = timedelta(days=14),
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportSummary:
+    async with runtime.db.session() as session:
+        box = await find_mailbox(session, mailbox_address)
+        if box is None:
+            raise InvalidInput(
+                f"no mailbox {mailbox_address}: add it with 'keepdesk mailbox add'",
+                code="unknown_mailbox",
+            )
+    total, messages = read_messages(kind, path)
+    summary = ImportSummary(total=total)
+    with contextlib.closing(messages):
+        await _import_all(runtime, messages, mailbox_address, total, summary, progress)
     if close_older_than is not None and summary.tickets_touched:
         async with runtime.db.session(write=True) as session:
             now = runtime.clock.now()

@@ -29,6 +29,9 @@ from keepdesk.mail import api as mail_api
 from keepdesk.mail import facts as mail_facts
 from keepdesk.ops import api as ops_api
 from keepdesk.ops import metrics as ops_metrics
+from keepdesk.presence import hub as presence_hub
+from keepdesk.presence import views as presence_views
+from keepdesk.presence.relay import PostgresRelay
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
 from keepdesk.tickets import ticket_views
@@ -46,6 +49,7 @@ TEMPLATE_FOLDERS = {
     "web": web_pages.TEMPLATE_DIR,
     "accounts": accounts_views.TEMPLATES,
     "tickets": tickets_views.TEMPLATES,
+    "presence": presence_views.TEMPLATES,
 }
 
 STATUS = {
@@ -69,11 +73,16 @@ def create_app(
     settings: Settings, *, start_workers: bool = True, clock: Clock | None = None
 ) -> FastAPI:
     runtime = Runtime.from_settings(settings, clock=clock)
+    presence = presence_hub.Presence(runtime.clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         workers = None
+        relay = None
+        if runtime.db.dialect == "postgresql":
+            # Several instances may share the database: presence crosses them by LISTEN/NOTIFY.
+            relay = presence.relay = await PostgresRelay.open(presence, runtime.db)
         if start_workers and settings.workers_enabled:
             workers = asyncio.create_task(run_workers(runtime, stop), name="keepdesk-workers")
         try:
@@ -82,6 +91,9 @@ def create_app(
             stop.set()
             if workers is not None:
                 await workers
+            if relay is not None:
+                presence.relay = None
+                await relay.close()
             await runtime.db.dispose()
 
     app = FastAPI(
@@ -96,6 +108,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.start_workers = start_workers
+    app.state.presence = presence
     app.include_router(ops_api.router)
     app.include_router(ops_metrics.router)
     app.include_router(accounts_api.router, prefix=API_PREFIX)
@@ -106,6 +119,7 @@ def create_app(
     app.include_router(accounts_views.router)
     app.include_router(tickets_views.router)
     app.include_router(ticket_views.router)
+    app.include_router(presence_views.router)
     # The ticket page shows what mail knows about a message (tickets cannot import mail).
     app.state.mail_facts = mail_facts.mail_facts_for_messages
     app.mount(web_pages.STATIC_PREFIX, StaticFiles(directory=web_pages.STATIC_DIR), name="static")

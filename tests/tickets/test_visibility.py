@@ -32,6 +32,7 @@ TICKET_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/tickets/{number}/attachments/{attachment_id}", None),
     ("POST", "/tickets/{number}/properties", {"priority": "urgent", "orig_priority": "normal"}),
     ("POST", "/tickets/{number}/messages", {"kind": "note", "body": "Mine now"}),
+    ("POST", "/tickets/{number}/presence", {"typing": "1"}),
 ]
 Route = tuple[str, str, dict[str, Any] | None]
 # Routes known to answer an outsider with something other than 404, and why. An entry here turns

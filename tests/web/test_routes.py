@@ -57,6 +57,7 @@ PAGE_ROUTES = [
         "POST", "/tickets/{number}/properties", {"priority": "high", "orig_priority": "normal"}
     ),
     PageRoute("POST", "/tickets/{number}/messages", {"kind": "note", "body": "hi"}),
+    PageRoute("POST", "/tickets/{number}/presence", {"typing": "1"}),
 ]
 # Served, but not pages: the REST API and the operator's endpoints have their own tests.
 NOT_PAGES = ("/api/", "/healthz", "/readyz", "/metrics", "/static")

@@ -125,6 +125,32 @@
     }
   });
 
+  // Presence: the heartbeat (#presence polls) says whether this agent is typing, that is, the
+  // composer has text. Read at each request, so a re-rendered ticket head cannot lose it; and
+  // when the composer fills or empties, a heartbeat goes at once instead of at the next poll.
+  function composing() {
+    const body = document.querySelector("#composer textarea[name='body']");
+    return body !== null && body.value.trim() !== "";
+  }
+
+  let wasComposing = false;
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    const source = event.detail.elt;
+    if (!(source instanceof Element) || !source.matches("[data-presence]")) return;
+    wasComposing = composing();
+    event.detail.parameters.typing = wasComposing ? "1" : "0";
+  });
+
+  document.addEventListener("input", function (event) {
+    const target = event.target;
+    if (!(target instanceof HTMLTextAreaElement) || !target.closest("#composer")) return;
+    const presence = document.querySelector("[data-presence]");
+    if (presence && window.htmx && composing() !== wasComposing) {
+      window.htmx.trigger(presence, "presence-change");
+    }
+  });
+
   // A request that never reached the server: say so where errors are shown.
   document.addEventListener("htmx:sendError", function () {
     const flash = document.getElementById("flash");

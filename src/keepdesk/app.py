@@ -21,12 +21,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keepdesk import __version__, errors
+from keepdesk.accounts import admin_views as accounts_admin_views
 from keepdesk.accounts import api as accounts_api
 from keepdesk.accounts import views as accounts_views
 from keepdesk.clock import Clock
 from keepdesk.config import Settings
 from keepdesk.mail import api as mail_api
 from keepdesk.mail import facts as mail_facts
+from keepdesk.mail import views as mail_views
 from keepdesk.ops import api as ops_api
 from keepdesk.ops import metrics as ops_metrics
 from keepdesk.presence import hub as presence_hub
@@ -34,7 +36,7 @@ from keepdesk.presence import views as presence_views
 from keepdesk.presence.relay import PostgresRelay
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
-from keepdesk.tickets import ticket_views
+from keepdesk.tickets import macros_api, mention_views, mentions_api, ticket_views
 from keepdesk.tickets import views as tickets_views
 from keepdesk.web import pages as web_pages
 from keepdesk.web.headers import SecurityHeaders
@@ -50,6 +52,7 @@ TEMPLATE_FOLDERS = {
     "accounts": accounts_views.TEMPLATES,
     "tickets": tickets_views.TEMPLATES,
     "presence": presence_views.TEMPLATES,
+    "mail": mail_views.TEMPLATES,
 }
 
 STATUS = {
@@ -113,12 +116,17 @@ def create_app(
     app.include_router(ops_metrics.router)
     app.include_router(accounts_api.router, prefix=API_PREFIX)
     app.include_router(tickets_api.router, prefix=API_PREFIX)
+    app.include_router(macros_api.router, prefix=API_PREFIX)
+    app.include_router(mentions_api.router, prefix=API_PREFIX)
     app.include_router(mail_api.router, prefix=API_PREFIX)
     # The agents' pages: cookie sessions and CSRF (accounts.browser), never bearer tokens.
     app.state.pages = web_pages.Pages(TEMPLATE_FOLDERS)
     app.include_router(accounts_views.router)
+    app.include_router(accounts_admin_views.router)
+    app.include_router(mail_views.router)
     app.include_router(tickets_views.router)
     app.include_router(ticket_views.router)
+    app.include_router(mention_views.router)
     app.include_router(presence_views.router)
     # The ticket page shows what mail knows about a message (tickets cannot import mail).
     app.state.mail_facts = mail_facts.mail_facts_for_messages

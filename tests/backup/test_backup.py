@@ -187,3 +187,34 @@ async def test_a_backup_that_runs_out_of_disk_leaves_nothing_and_keeps_the_last_
             )
         assert sorted(p.name for p in disk.iterdir()) == ["small-enough.tar"]
         assert good.read_bytes() == b"the previous verified backup"
+
+
+async def test_search_finds_restored_tickets(
+    world: World, runtime: Runtime, tmp_path: Path
+) -> None:
+    """The search index is not in the archive (it is derived and dialect-specific); a restore
+    rebuilds it, so restored tickets are found."""
+    await open_ticket(world.client("dave"), subject="Quarterly zeppelin invoice")
+    archive = tmp_path / "backup.tar"
+    await backups.create_backup(
+        db=runtime.db, blobs=runtime.blobs, output=archive, now=runtime.clock.now()
+    )
+    target = Database(f"sqlite+aiosqlite:///{tmp_path / 'restored.sqlite3'}")
+    try:
+        await backups.restore_backup(
+            db=target,
+            blobs=BlobStore(tmp_path / "blobs"),
+            archive=archive,
+            data_dir=tmp_path / "data",
+        )
+        async with target.session() as session:
+            from keepdesk.accounts.auth import actor_for_agent
+            from keepdesk.tickets import search
+
+            alice = await actor_for_agent(session, world.ids["alice"])
+            page = await search.search_tickets(
+                session, actor=alice, query="zeppelin", cursor=None, limit=10
+            )
+        assert [t.subject for t in page.items] == ["Quarterly zeppelin invoice"]
+    finally:
+        await target.dispose()

@@ -15,17 +15,26 @@ from sqlalchemy.engine import Connection
 from keepdesk import schema
 from keepdesk.db import Database
 from keepdesk.metadata import metadata
+from keepdesk.tickets.search import is_search_table
 
 
 def _differences(sync_conn: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        sync_conn, opts={"compare_type": True, "compare_server_default": True}
+        sync_conn,
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            # As migrations/env.py: the hand-made search index is in no model.
+            "include_object": lambda obj, name, type_, reflected, compare_to: (
+                not (reflected and is_search_table(name if type_ == "table" else obj.table.name))
+            ),
+        },
     )
     return list(compare_metadata(context, metadata))
 
 
 def _tables(sync_conn: Connection) -> set[str]:
-    return set(inspect(sync_conn).get_table_names())
+    return {n for n in inspect(sync_conn).get_table_names() if not is_search_table(n)}
 
 
 async def differences(db: Database) -> list[Any]:

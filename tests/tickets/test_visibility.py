@@ -33,6 +33,7 @@ TICKET_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/tickets/{number}/properties", {"priority": "urgent", "orig_priority": "normal"}),
     ("POST", "/tickets/{number}/messages", {"kind": "note", "body": "Mine now"}),
     ("POST", "/tickets/{number}/presence", {"typing": "1"}),
+    ("POST", "/tickets/{number}/macro", {"body": "Mine now"}),
 ]
 Route = tuple[str, str, dict[str, Any] | None]
 # Routes known to answer an outsider with something other than 404, and why. An entry here turns

@@ -24,7 +24,8 @@ class PageRoute:
     method: str
     path: str
     form: dict[str, Any] | None = None
-    # "agent": needs a signed-in agent; "public": the sign-in and setup pages.
+    # "agent": needs a signed-in agent; "admin": an administrator (tests/admin);
+    # "public": the sign-in and setup pages.
     who: str = "agent"
 
 
@@ -49,6 +50,7 @@ PAGE_ROUTES = [
     ),
     PageRoute("GET", "/queue/{key}"),
     PageRoute("GET", "/queue/team/{team_id}"),
+    PageRoute("GET", "/search"),
     PageRoute("POST", "/queue/bulk", {"numbers": ["{number}"], "op": "status:pending"}),
     PageRoute("GET", "/tickets/{number}"),
     PageRoute("GET", "/tickets/{number}/messages/{message_id}/body"),
@@ -58,6 +60,43 @@ PAGE_ROUTES = [
     ),
     PageRoute("POST", "/tickets/{number}/messages", {"kind": "note", "body": "hi"}),
     PageRoute("POST", "/tickets/{number}/presence", {"typing": "1"}),
+    PageRoute("POST", "/tickets/{number}/macro", {"body": "hi"}),
+    PageRoute("GET", "/mentions"),
+    PageRoute("POST", "/mentions/{mention_id}/open", {}),
+    PageRoute("GET", "/tokens"),
+    PageRoute("POST", "/tokens", {"name": "script"}),
+    PageRoute("POST", "/tokens/{token_id}/revoke", {}),
+    PageRoute("GET", "/admin/agents", who="admin"),
+    PageRoute(
+        "POST",
+        "/admin/agents",
+        {"name": "Eve", "email": "eve@keepdesk.test", "role": "agent"},
+        "admin",
+    ),
+    PageRoute("POST", "/admin/agents/{agent_id}", {"role": "admin", "is_active": "true"}, "admin"),
+    PageRoute("GET", "/admin/teams", who="admin"),
+    PageRoute("POST", "/admin/teams", {"name": "Sales"}, "admin"),
+    PageRoute("POST", "/admin/teams/{team_id}/rename", {"name": "Help"}, "admin"),
+    PageRoute("POST", "/admin/teams/{team_id}/members", {"agent_id": "{agent_id}"}, "admin"),
+    PageRoute("POST", "/admin/teams/{team_id}/members/{agent_id}/remove", {}, "admin"),
+    PageRoute("GET", "/admin/mailboxes", who="admin"),
+    PageRoute(
+        "POST",
+        "/admin/mailboxes",
+        {
+            "address": "help@keepdesk.test",
+            "imap_url": "imap://u:p@127.0.0.1:1/INBOX",
+            "smtp_url": "smtp://127.0.0.1:1",
+        },
+        "admin",
+    ),
+    PageRoute("POST", "/admin/mailboxes/{mailbox_id}/active", {"is_active": "false"}, "admin"),
+    PageRoute("POST", "/admin/mailboxes/{mailbox_id}/test", {}, "admin"),
+    PageRoute("GET", "/admin/quarantine", who="admin"),
+    PageRoute("GET", "/admin/quarantine/{item_id}", who="admin"),
+    PageRoute("GET", "/admin/quarantine/{item_id}/raw", who="admin"),
+    PageRoute("POST", "/admin/quarantine/{item_id}/reprocess", {}, "admin"),
+    PageRoute("POST", "/admin/quarantine/{item_id}/discard", {}, "admin"),
 ]
 # Served, but not pages: the REST API and the operator's endpoints have their own tests.
 NOT_PAGES = ("/api/", "/healthz", "/readyz", "/metrics", "/static")
@@ -92,6 +131,12 @@ class Ids:
     attachment_id: int
     session_id: int
     team_id: int
+    agent_id: int
+    # Ids that need not exist: the rules are checked before anything is looked up.
+    token_id: int = 1
+    mailbox_id: int = 1
+    item_id: int = 1
+    mention_id: int = 1
 
 
 async def _ids(world: World, agent: PageAgent | None = None) -> Ids:
@@ -113,6 +158,7 @@ async def _ids(world: World, agent: PageAgent | None = None) -> Ids:
         first["attachments"][0]["id"],
         session_id,
         world.ids["support"],
+        world.ids["dave"],
     )
 
 
@@ -123,6 +169,11 @@ def _path(route: PageRoute, ids: Ids) -> str:
         attachment_id=ids.attachment_id,
         session_id=ids.session_id,
         team_id=ids.team_id,
+        agent_id=ids.agent_id,
+        token_id=ids.token_id,
+        mailbox_id=ids.mailbox_id,
+        item_id=ids.item_id,
+        mention_id=ids.mention_id,
         key="mine",
     )
 
@@ -131,6 +182,8 @@ def _form(route: PageRoute, ids: Ids) -> dict[str, Any]:
     form = dict(route.form or {})
     if "numbers" in form:
         form["numbers"] = [str(ids.number)]
+    if form.get("agent_id") == "{agent_id}":
+        form["agent_id"] = str(ids.agent_id)
     return form
 
 
@@ -139,7 +192,7 @@ async def test_a_signed_out_visitor_gets_only_the_sign_in_and_setup_pages(
 ) -> None:
     ids = await _ids(world)
     visitor = pages.anonymous()
-    for route in (r for r in PAGE_ROUTES if r.who == "agent"):
+    for route in (r for r in PAGE_ROUTES if r.who != "public"):
         path = _path(route, ids)
         if route.method == "GET":
             response = await visitor.get(path)
@@ -164,7 +217,7 @@ async def test_every_change_needs_the_csrf_token_and_our_own_origin(
     alice = await pages.sign_in("alice")
     await pages.sign_in("alice")  # a second session, for the revoke route
     ids = await _ids(world, alice)
-    for route in (r for r in PAGE_ROUTES if r.method == "POST" and r.who == "agent"):
+    for route in (r for r in PAGE_ROUTES if r.method == "POST" and r.who != "public"):
         path, form = _path(route, ids), _form(route, ids)
         missing = await alice.post(path, form, csrf=False)
         assert missing.status_code == 403, route
@@ -245,7 +298,7 @@ async def test_pages_carry_the_security_headers_and_vary_on_htmx(
     for route in (r for r in PAGE_ROUTES if r.method == "GET"):
         path = _path(route, ids)
         response = await alice.get(path)
-        if "/body" in path or "/attachments/" in path:
+        if "/body" in path or "/attachments/" in path or path.endswith("/raw"):
             continue  # their own CSP: tests/web/test_ticket_page.py
         assert_page_headers(response)
         if response.status_code == 200:

@@ -16,7 +16,7 @@ from fastapi import Depends, Request, Response
 from sqlalchemy import select, update
 
 from keepdesk.accounts import auth
-from keepdesk.accounts.access import Actor
+from keepdesk.accounts.access import Actor, require_admin
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.accounts.models import Team, WebSession
 from keepdesk.errors import PermissionDenied, Unauthenticated
@@ -132,6 +132,15 @@ async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -
 
 
 PageBrowser = Annotated[Browser, Depends(get_browser)]
+
+
+async def get_admin_browser(browser: PageBrowser) -> Browser:
+    """An administrator's browser; anyone else gets the readable "not allowed" page."""
+    require_admin(browser.actor)
+    return browser
+
+
+AdminBrowser = Annotated[Browser, Depends(get_admin_browser)]
 
 
 # --- signed out: the sign-in and setup forms ---------------------------------------------------

@@ -273,3 +273,82 @@ async def setup(
     raw = await _open_session(request, session, runtime, email=email, password=password)
     await session.commit()
     return _signed_in_response(runtime, raw, nav.HOME)
+
+
+# --- the agent's own API tokens ---------------------------------------------------------------
+
+
+async def _tokens_page(
+    request: Request,
+    session: Session,
+    runtime: Runtime,
+    pages: PagesDep,
+    browser: PageBrowser,
+    *,
+    new_token: str | None = None,
+    problem: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    tokens = await auth.list_api_tokens(session, agent_id=browser.actor.agent_id)
+    context = {
+        "tokens": tokens,
+        "now": runtime.clock.now(),
+        "new_token": new_token,
+        "problem": problem,
+    }
+    return pages.render(
+        request, "accounts/tokens.html", context, fragment="tokens", status_code=status_code
+    )
+
+
+@router.get("/tokens")
+async def tokens_page(
+    request: Request, session: Session, runtime: RuntimeDep, pages: PagesDep, browser: PageBrowser
+) -> Response:
+    return await _tokens_page(request, session, runtime, pages, browser)
+
+
+@router.post("/tokens")
+async def create_token(
+    request: Request,
+    session: Session,
+    runtime: RuntimeDep,
+    pages: PagesDep,
+    browser: PageBrowser,
+    name: FormText,
+) -> Response:
+    try:
+        _, raw = await auth.create_api_token(
+            session,
+            by=browser.actor.audit,
+            agent_id=browser.actor.agent_id,
+            name=name,
+            now=runtime.clock.now(),
+        )
+    except InvalidInput as exc:
+        return await _tokens_page(
+            request, session, runtime, pages, browser, problem=exc.message, status_code=422
+        )
+    await session.commit()
+    # Shown in this answer only: the database keeps its hash, never the token.
+    return await _tokens_page(request, session, runtime, pages, browser, new_token=raw)
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def revoke_token(
+    request: Request,
+    session: Session,
+    runtime: RuntimeDep,
+    pages: PagesDep,
+    browser: PageBrowser,
+    token_id: IdPath,
+) -> Response:
+    # This page holds the agent's own tokens only, admins' included; others' are not found.
+    own = await auth.list_api_tokens(session, agent_id=browser.actor.agent_id)
+    if token_id not in {token.id for token in own}:
+        raise NotFound(f"no token with id {token_id}")
+    await auth.revoke_api_token(
+        session, actor=browser.actor, token_id=token_id, now=runtime.clock.now()
+    )
+    await session.commit()
+    return await _tokens_page(request, session, runtime, pages, browser)

@@ -34,6 +34,7 @@ from keepdesk.backup import crypto
 from keepdesk.blobs import BlobStore
 from keepdesk.db import Database
 from keepdesk.errors import Conflict, InvalidInput, KeepdeskError
+from keepdesk.tickets import search
 
 FORMAT = 1
 # Every column that names a blob. A test fails when a model grows one that is not listed here.
@@ -93,7 +94,12 @@ def _tables(conn: Connection) -> list[Table]:
     """The tables as the database has them now (an older schema before an upgrade, too)."""
     reflected = MetaData()
     reflected.reflect(conn)
-    return [t for t in reflected.sorted_tables if t.name != "alembic_version"]
+    # The search index is derived from the rows and dialect-specific: rebuilt after a restore.
+    return [
+        t
+        for t in reflected.sorted_tables
+        if t.name != "alembic_version" and not search.is_search_table(t.name)
+    ]
 
 
 def _dump(conn: Connection, staging: Path) -> tuple[dict[str, int], set[str]]:
@@ -458,6 +464,9 @@ async def restore_backup(
         if manifest.includes_secret:
             await asyncio.to_thread(_install_secret, extracted / "secret_key", data_dir)
         await schema.upgrade_async(db.url)
+        async with db.session(write=True) as session:
+            await search.reindex_all(session)
+            await session.commit()
     return manifest
 
 

@@ -129,11 +129,7 @@ async def download_quarantined(
     return Response(
         runtime.blobs.get(item.blob_key),
         media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": f'attachment; filename="quarantine-{item.id}.eml"',
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers=quarantine_service.download_headers(item),
     )
 
 

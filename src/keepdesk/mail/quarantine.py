@@ -18,6 +18,15 @@ from keepdesk.pagination import Page, decode_cursor, encode_cursor
 from keepdesk.runtime import Runtime
 
 
+def download_headers(item: QuarantinedMail) -> dict[str, str]:
+    """A download, never a page: the raw mail may be hostile HTML or a script in disguise."""
+    return {
+        "Content-Disposition": f'attachment; filename="quarantine-{item.id}.eml"',
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
 def _check(actor: Actor | None) -> None:
     # None is the command line: whoever runs it administers the instance already.
     if actor is not None:

@@ -102,6 +102,41 @@ async def send(
         client.close()
 
 
+async def check_connection(
+    server: ServerUrl,
+    *,
+    timeout: float,  # noqa: ASYNC109 - aiosmtplib needs it per command too, not only overall
+    tls_context: ssl.SSLContext | None = None,
+) -> tuple[bool, str]:
+    """Connect, EHLO, TLS and AUTH as `send` would, then QUIT: no mail is sent. Returns whether
+    the server is ready for keepdesk's mail, and what it said or what went wrong."""
+    where = f"{server.host}:{server.port}"
+    client = aiosmtplib.SMTP(
+        hostname=server.host,
+        port=server.port,
+        username=server.username,
+        password=server.password,
+        use_tls=server.security == Security.tls,
+        start_tls=server.security == Security.starttls,
+        tls_context=tls_context,
+        timeout=timeout,
+    )
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await _connect(client, server, where)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return False, _interrupted(_Stage.connecting, where, exc).detail
+        if result is not None:
+            return False, result.detail
+        extensions = ", ".join(sorted(client.esmtp_extensions)) or "none"
+        login = f", logged in as {server.username}" if server.username else ""
+        await _quit(client)
+        return True, f"{where} accepted EHLO{login}; extensions: {extensions}"
+    finally:
+        client.close()
+
+
 async def _connect(client: aiosmtplib.SMTP, server: ServerUrl, where: str) -> SendResult | None:
     """Greeting, EHLO, TLS and login; None when the server is ready for a mail."""
     try:

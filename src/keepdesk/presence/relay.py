@@ -37,10 +37,16 @@ class PostgresRelay:
 
     @classmethod
     async def open(cls, hub: Presence, db: Database) -> PostgresRelay:
-        """LISTEN with the database's own connection settings; fails start-up if it cannot."""
+        """LISTEN with the database's own connection settings. A database that is down at
+        start-up must not keep keepdesk from starting (it answers 503 until the database is
+        back): the relay then connects on a later heartbeat."""
         _, connect_args = db.engine.dialect.create_connect_args(db.engine.url)
         relay = cls(hub, dict(connect_args))
-        await relay._connect()
+        try:
+            await asyncio.wait_for(relay._connect(), PUBLISH_TIMEOUT)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("presence: cannot listen on PostgreSQL yet (%s); retrying later", exc)
+            relay._failed_at = time.monotonic()
         return relay
 
     async def _connect(self) -> None:

@@ -13,7 +13,7 @@ from keepdesk.accounts.dependencies import ApiActor, RuntimeDep, Session
 from keepdesk.errors import InvalidInput
 from keepdesk.outbox import service as outbox
 from keepdesk.runtime import Runtime
-from keepdesk.tickets import queries
+from keepdesk.tickets import queries, search
 from keepdesk.tickets import service as tickets
 from keepdesk.tickets.downloads import attachment_response
 from keepdesk.tickets.models import Channel, MessageKind, Priority, Ticket, TicketStatus
@@ -118,6 +118,29 @@ async def list_tickets(
         sort=sort,
         cursor=cursor,
         limit=_limit(runtime, limit),
+    )
+    return ListPage(items=[_ticket_read(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/search", summary="Search tickets you may see by word, newest first")
+async def search_tickets(
+    session: Session,
+    actor: ApiActor,
+    runtime: RuntimeDep,
+    q: Annotated[
+        Text,
+        Query(
+            min_length=1,
+            max_length=500,
+            description="Words to find in the subject, the messages or the requester's address "
+            "and name; every word must occur. Punctuation separates words; no operators.",
+        ),
+    ],
+    cursor: CursorQuery = None,
+    limit: Limit = None,
+) -> ListPage[TicketRead]:
+    page = await search.search_tickets(
+        session, actor=actor, query=q, cursor=cursor, limit=_limit(runtime, limit)
     )
     return ListPage(items=[_ticket_read(t) for t in page.items], next_cursor=page.next_cursor)
 

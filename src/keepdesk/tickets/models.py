@@ -1,4 +1,5 @@
-"""Ticket tables: tickets, messages, attachments, tags, the per-ticket event history."""
+"""Ticket tables: tickets, messages, attachments, tags, the per-ticket event history, macros
+(canned responses) and the @mentions of agents in internal notes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from keepdesk.accounts.models import Agent, Contact, Team
@@ -191,3 +201,40 @@ class Counter(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[int] = mapped_column(Integer)
+
+
+class Macro(Base):
+    """A canned response: a text with placeholders, and changes it makes to the ticket."""
+
+    __tablename__ = "macros"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # A Jinja2 template run in a sandbox (tickets/macros.py); admins write it, never customers.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[TicketStatus | None] = mapped_column(_enum(TicketStatus), nullable=True)
+    # Added to the ticket's tags; none removed.
+    tags: Mapped[list[str]] = mapped_column(json_type(), default=list)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Mention(Base):
+    """An agent named with @ in an internal note; read once the agent opens it."""
+
+    __tablename__ = "mentions"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "message_id"),
+        Index("ix_mentions_agent_read", "agent_id", "read_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    message: Mapped[Message] = relationship(lazy="raise")
+    ticket: Mapped[Ticket] = relationship(lazy="raise")

@@ -24,7 +24,7 @@ from keepdesk.errors import Conflict, InvalidInput
 from keepdesk.outbox import ids
 from keepdesk.outbox import service as outbox
 from keepdesk.outbox.models import OutboxKind
-from keepdesk.tickets import history, states
+from keepdesk.tickets import history, mentions, search, states
 from keepdesk.tickets.attachments import NewAttachment, store_attachments
 from keepdesk.tickets.html import sanitize_html
 from keepdesk.tickets.models import (
@@ -115,6 +115,9 @@ async def _add_message(
     )
     session.add(message)
     await session.flush()
+    # Every command that writes a ticket's text (open, reply, note, customer mail, follow-up)
+    # adds a message through here; subject and requester are set before, and never change.
+    await search.index_ticket(session, ticket.id)
     await store_attachments(
         session, blobs=blobs, message=message, attachments=attachments, policy=policy, now=now
     )
@@ -343,7 +346,7 @@ async def add_agent_message(
     expected_version: int | None = None,
 ) -> tuple[Ticket, Message]:
     """A reply to the customer or an internal note. A reply on a new ticket opens it and the
-    first one records the first-response time."""
+    first one records the first-response time. A note tells the agents it @mentions (`mentions`)."""
     if kind not in (MessageKind.reply, MessageKind.note):
         raise InvalidInput("kind must be reply or note", code="invalid_kind")
     ticket = await get_visible_ticket(session, actor=actor, number=number)
@@ -364,6 +367,8 @@ async def add_agent_message(
         attachments=attachments,
         agent_id=actor.agent_id,
     )
+    if kind == MessageKind.note:
+        await mentions.record_mentions(session, ticket=ticket, message=message, now=now)
     if kind == MessageKind.reply:
         # Committed with the reply itself; a sender task delivers it (AC-15).
         await outbox.enqueue(

@@ -19,7 +19,7 @@ from keepdesk.accounts.browser import PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.errors import Conflict, InvalidInput, KeepdeskError
 from keepdesk.runtime import Runtime
-from keepdesk.tickets import conversation, queries
+from keepdesk.tickets import conversation, macros, queries
 from keepdesk.tickets import service as tickets
 from keepdesk.tickets.attachments import NewAttachment
 from keepdesk.tickets.downloads import attachment_response
@@ -100,6 +100,9 @@ async def _context(
             teams=await accounts.list_teams(session),
             assignable=await _assignable(session, ticket),
         )
+    if timeline and panel:
+        # The composer's macro picker is part of the ticket body.
+        context["macros"] = await macros.list_macros(session)
     return context
 
 
@@ -355,6 +358,56 @@ async def add_message(
     session.expire_all()
     ticket = await queries.get_visible_ticket(session, actor=actor, number=number)
     context = await _context(request, session, runtime, actor, ticket, seen_version=ticket.version)
+    return _render(pages, request, context, "ticket_body")
+
+
+@router.post("/tickets/{number}/macro")
+async def apply_macro(
+    request: Request,
+    session: Session,
+    runtime: RuntimeDep,
+    pages: PagesDep,
+    browser: PageBrowser,
+    number: NumberPath,
+    macro_id: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
+    kind: Annotated[Text, Form(max_length=10)] = "reply",
+    body: Annotated[Text, Form(max_length=MAX_BODY)] = "",
+    expected_version: Annotated[int | None, Form(ge=0)] = None,
+) -> Response:
+    """The composer's "Apply macro": its changes are made to the ticket at once, its text is
+    added to the draft, and the agent reads it over before sending."""
+    actor = browser.actor
+    before = await queries.get_visible_ticket(session, actor=actor, number=number)
+    version_before = before.version
+    text = ""
+    if macro_id is not None:
+        try:
+            async with session.begin_nested():
+                _, text = await macros.apply_macro(
+                    session,
+                    actor=actor,
+                    number=number,
+                    macro_id=macro_id,
+                    now=runtime.clock.now(),
+                )
+        except (InvalidInput, Conflict) as exc:
+            return await _composer_problem(request, session, pages, actor, number, exc)
+        await session.commit()
+        session.expire_all()
+    ticket = await queries.find_visible_ticket(session, actor=actor, number=number)
+    if ticket is None:
+        # The macro handed the ticket to a team the agent is not in.
+        if is_htmx(request):
+            return Response(status_code=200, headers={"HX-Redirect": nav.HOME})
+        return RedirectResponse(nav.HOME, status_code=303)
+    # As for the side panel: the agent's own change does not count as a change by others.
+    seen = expected_version if expected_version is not None else version_before
+    if seen == version_before:
+        seen = ticket.version
+    context = await _context(request, session, runtime, actor, ticket, seen_version=seen)
+    draft = body.rstrip()
+    context["draft"] = f"{draft}\n\n{text}" if draft and text else draft or text
+    context["draft_kind"] = "note" if kind == "note" else "reply"
     return _render(pages, request, context, "ticket_body")
 
 

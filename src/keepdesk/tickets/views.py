@@ -20,7 +20,7 @@ from keepdesk.accounts.access import Actor
 from keepdesk.accounts.browser import PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.errors import InvalidInput, KeepdeskError, NotFound
-from keepdesk.tickets import queries
+from keepdesk.tickets import queries, search
 from keepdesk.tickets import service as tickets
 from keepdesk.tickets.models import Channel, Priority, TicketStatus
 from keepdesk.tickets.queries import TicketFilter, TicketSort
@@ -246,6 +246,46 @@ async def queue(
     if view is None:
         raise NotFound(f"no queue named {key[:20]!r}")
     return await _queue_page(request, session, runtime, pages, browser, view, views, query, cursor)
+
+
+@router.get(nav.SEARCH)
+async def search_page(
+    request: Request,
+    session: Session,
+    runtime: RuntimeDep,
+    pages: PagesDep,
+    browser: PageBrowser,
+    q: Annotated[Text, Query(max_length=500)] = "",
+    cursor: Cursor = None,
+) -> Response:
+    q = q.strip()
+    context: dict[str, Any] = {
+        "search_query": q,
+        "tickets": [],
+        "next_url": None,
+        "problem": None,
+        "now": runtime.clock.now(),
+    }
+    status_code = 200
+    if q:
+        try:
+            page = await search.search_tickets(
+                session, actor=browser.actor, query=q, cursor=cursor, limit=PAGE_SIZE
+            )
+        except InvalidInput as exc:
+            if exc.code != "invalid_query":
+                raise
+            context["problem"], status_code = exc.message, 422
+        else:
+            context["tickets"] = page.items
+            if page.next_cursor:
+                more = urlencode([("q", q), ("cursor", page.next_cursor)])
+                context["next_url"] = f"{nav.SEARCH}?{more}"
+    if cursor and is_htmx(request):
+        return pages.render(request, "tickets/search.html", context, fragment="rows")
+    return pages.render(
+        request, "tickets/search.html", context, fragment="search_results", status_code=status_code
+    )
 
 
 # --- bulk changes ---------------------------------------------------------------------------

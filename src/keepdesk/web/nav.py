@@ -9,6 +9,9 @@ MINE = "/queue/mine"
 UNASSIGNED = "/queue/unassigned"
 ALL = "/queue/all"
 SIGN_IN = "/sign-in"
+ADMIN = "/admin/agents"
+# The search box in every page's top bar submits here (GET, `q`).
+SEARCH = "/search"
 HOME = MINE
 
 
@@ -27,4 +30,5 @@ def navigation(*, teams: Sequence[tuple[int, str]], is_admin: bool) -> list[NavI
     items += [NavItem(team_queue(team_id), name) for team_id, name in teams]
     if is_admin:
         items.append(NavItem(ALL, "All tickets"))
+        items.append(NavItem(ADMIN, "Admin"))
     return items

@@ -54,6 +54,7 @@ PAGE_ROUTES = [
     PageRoute("POST", "/queue/bulk", {"numbers": ["{number}"], "op": "status:pending"}),
     PageRoute("GET", "/tickets/{number}"),
     PageRoute("GET", "/tickets/{number}/messages/{message_id}/body"),
+    PageRoute("POST", "/tickets/{number}/messages/{message_id}/split"),
     PageRoute("GET", "/tickets/{number}/attachments/{attachment_id}"),
     PageRoute(
         "POST", "/tickets/{number}/properties", {"priority": "high", "orig_priority": "normal"}

@@ -12,16 +12,17 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
-from keepdesk.accounts.browser import AdminBrowser
+from keepdesk.accounts.browser import AdminBrowser, PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.errors import Conflict, InvalidInput, KeepdeskError
-from keepdesk.mail import mailboxes, probes
+from keepdesk.mail import mailboxes, moves, probes
 from keepdesk.mail import quarantine as quarantine_service
 from keepdesk.mail.models import QuarantineStatus
 from keepdesk.mail.schemas import MailboxRead
 from keepdesk.runtime import Runtime
+from keepdesk.tickets.policy import TicketPolicy
 from keepdesk.web.pages import PagesDep, is_htmx
-from keepdesk.web.schema import IdPath, Text
+from keepdesk.web.schema import IdPath, NumberPath, Text
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -246,3 +247,25 @@ async def discard(
     if is_htmx(request):
         return Response(headers={"HX-Redirect": "/admin/quarantine"})
     return RedirectResponse("/admin/quarantine", status_code=303)
+
+
+@router.post("/tickets/{number}/messages/{message_id}/split")
+async def split_message(
+    session: Session,
+    runtime: RuntimeDep,
+    browser: PageBrowser,
+    number: NumberPath,
+    message_id: IdPath,
+) -> Response:
+    """'Split into a new ticket' on a customer's message: then open the new ticket."""
+    new = await moves.split_message(
+        session,
+        actor=browser.actor,
+        number=number,
+        message_id=message_id,
+        now=runtime.clock.now(),
+        policy=TicketPolicy.from_runtime(runtime),
+    )
+    target = f"/tickets/{new.number}"
+    await session.commit()
+    return RedirectResponse(target, status_code=303, headers={"HX-Redirect": target})

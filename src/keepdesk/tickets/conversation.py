@@ -89,6 +89,8 @@ class MessageItem:
     delivery: Delivery | None
     mail: MailFacts | None
     has_remote_images: bool
+    # A customer's later message can be split off into a ticket of its own.
+    can_split: bool = False
     is_events = False
 
 
@@ -155,6 +157,7 @@ async def timeline(
                 deliveries.get(m.id),
                 facts.get(m.id),
                 bool(m.body_html and _REMOTE_IMAGE.search(m.body_html)),
+                m.kind == MessageKind.customer and m.id != ids[0],
             ),
         )
         for m in messages.items

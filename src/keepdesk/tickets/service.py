@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,7 @@ from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
 from keepdesk.blobs import BlobStore
-from keepdesk.errors import Conflict, InvalidInput
+from keepdesk.errors import Conflict, InvalidInput, NotFound
 from keepdesk.outbox import ids
 from keepdesk.outbox import service as outbox
 from keepdesk.outbox.models import OutboxKind
@@ -28,6 +28,7 @@ from keepdesk.tickets import history, mentions, search, states
 from keepdesk.tickets.attachments import NewAttachment, store_attachments
 from keepdesk.tickets.html import sanitize_html
 from keepdesk.tickets.models import (
+    Attachment,
     Channel,
     Counter,
     EventAction,
@@ -458,6 +459,75 @@ async def record_customer_message(
     history.touch(ticket, now)
     await session.flush()
     return target, message
+
+
+async def split_message(
+    session: AsyncSession,
+    *,
+    actor: Actor,
+    number: int,
+    message_id: int,
+    now: datetime,
+    policy: TicketPolicy,
+) -> Ticket:
+    """Move a customer's message, with its attachments, off this ticket into a new one (a mail
+    threaded here wrongly, or a second question). Both tickets record the move."""
+    ticket = await get_visible_ticket(session, actor=actor, number=number)
+    message = await session.scalar(
+        select(Message).where(Message.id == message_id, Message.ticket_id == ticket.id)
+    )
+    if message is None:
+        raise NotFound(f"no message {message_id} on ticket #{number}")
+    if message.kind != MessageKind.customer:
+        raise InvalidInput("only a customer's message can be split off", code="not_splittable")
+    first = await session.scalar(select(func.min(Message.id)).where(Message.ticket_id == ticket.id))
+    if first == message.id:
+        raise InvalidInput(
+            "this message opened the ticket; it cannot leave it", code="not_splittable"
+        )
+    requester = (
+        await session.get(Contact, message.author_contact_id) if message.author_contact_id else None
+    ) or ticket.requester
+    new = await _create(
+        session,
+        subject=ticket.subject,
+        requester=requester,
+        channel=ticket.channel,
+        priority=ticket.priority,
+        team_id=ticket.team_id,
+        tags=[],
+        now=now,
+        policy=policy,
+        agent_id=actor.agent_id,
+        mailbox_id=ticket.mailbox_id,
+    )
+    message.ticket_id = new.id
+    await session.execute(
+        update(Attachment).where(Attachment.message_id == message.id).values(ticket_id=new.id)
+    )
+    history.record_event(
+        session,
+        ticket,
+        action=EventAction.changed,
+        now=now,
+        agent_id=actor.agent_id,
+        field="split",
+        after={"message": message.id, "to": new.number},
+    )
+    history.record_event(
+        session,
+        new,
+        action=EventAction.changed,
+        now=now,
+        agent_id=actor.agent_id,
+        field="split_from",
+        after={"message": message.id, "from": ticket.number},
+    )
+    history.touch(ticket, now)
+    await session.flush()
+    await search.index_ticket(session, ticket.id)
+    await search.index_ticket(session, new.id)
+    return new
 
 
 async def record_sent_reply(

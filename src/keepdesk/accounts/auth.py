@@ -251,13 +251,17 @@ async def authenticate_session(
     web_session, agent = row
     if not agent.is_active or web_session.expires_at <= now:
         raise Unauthenticated("your session has ended; please sign in again", code="no_session")
+    # The actor is read before the session is touched: a query after the change would flush
+    # it, turning a read request's transaction into a write (on SQLite, "database is locked"
+    # under concurrent readers). The caller decides where the touch is written.
+    actor = await _actor_for(session, agent)
     if now - web_session.last_seen_at > _SESSION_TOUCH_INTERVAL:
         web_session.last_seen_at = now
         web_session.expires_at = min(
             web_session.created_at + timedelta(days=max_days),
             now + timedelta(minutes=idle_minutes),
         )
-    return await _actor_for(session, agent), web_session
+    return actor, web_session
 
 
 async def list_sessions(session: AsyncSession, *, agent_id: int, now: datetime) -> list[WebSession]:

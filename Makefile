@@ -32,8 +32,8 @@ e2e: $(STAMP) ## only the browser tests (Playwright driving Debian's chromium)
 	KEEPDESK_TEST_DATABASES=sqlite $(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP) ## ruff, format check, mypy, import layers
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -1,42 +1,7 @@
-"""What the multi-instance story needs: a session-wide Dovecot of its own (tests/mail_fetch has
-one for its own folder) and the SMTP sink of tests/mail_delivery."""
+"""What the multi-instance story needs: the Dovecot of tests/mail_fetch and the SMTP sink of
+tests/mail_delivery (imported, so they are defined once)."""
 
-from __future__ import annotations
+from tests.mail_delivery.conftest import sink
+from tests.mail_fetch.conftest import dovecot, dovecot_server
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.mail_delivery.conftest import Sink
-from tests.support.dovecot import DovecotServer, find_dovecot, start_dovecot
-from tests.support.services import missing
-
-
-@pytest.fixture(scope="session")
-def dovecot_server() -> Iterator[DovecotServer | None]:
-    binary = find_dovecot()
-    if binary is None:
-        yield None
-        return
-    server = start_dovecot(binary)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def dovecot(dovecot_server: DovecotServer | None) -> DovecotServer:
-    if dovecot_server is None:
-        missing("Dovecot is not installed (apt install dovecot-imapd)")
-    assert dovecot_server is not None
-    return dovecot_server
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+__all__ = ["dovecot", "dovecot_server", "sink"]

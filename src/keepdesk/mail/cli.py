@@ -16,7 +16,7 @@ from keepdesk.console import Progress, cli_context, fail, run, say
 from keepdesk.mail import explain as explaining
 from keepdesk.mail import importer, mailboxes
 from keepdesk.mail import quarantine as quarantine_service
-from keepdesk.mail.fetcher import fetch_once
+from keepdesk.mail.fetcher import fetch_under_lease
 from keepdesk.mail.models import ProcessedAction, QuarantineStatus
 from keepdesk.runtime import Runtime
 
@@ -162,25 +162,13 @@ def fetch_once_command(
                     fail(f"no active mailbox {mailbox}")
             holder = leases.holder_name()
             for box in boxes:
-                # AC-8: the same lease the worker takes, so cron beside a worker never doubles.
-                async with runtime.db.session(write=True) as session:
-                    mine = await leases.acquire(
-                        session,
-                        name=f"mailbox:{box.id}",
-                        holder=holder,
-                        ttl=FETCH_ONCE_LEASE,
-                        now=runtime.clock.now(),
-                    )
-                    await session.commit()
-                if not mine:
+                # The same lease the worker takes, so cron beside a worker never doubles.
+                report = await fetch_under_lease(
+                    runtime, box.id, holder=holder, ttl=FETCH_ONCE_LEASE, release=True
+                )
+                if report is None:
                     say(f"{box.address}: skipped, another process is fetching it")
                     continue
-                try:
-                    report = await fetch_once(runtime, box.id)
-                finally:
-                    async with runtime.db.session(write=True) as session:
-                        await leases.release(session, name=f"mailbox:{box.id}", holder=holder)
-                        await session.commit()
                 say(
                     f"{report.mailbox}: {report.fetched} fetched, {report.ingested} new, "
                     f"{report.duplicates} duplicates, {report.quarantined} quarantined"

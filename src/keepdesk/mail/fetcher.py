@@ -16,11 +16,13 @@ import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keepdesk import leases
 from keepdesk.faults import crash_point
 from keepdesk.mail import ingest as ingesting
 from keepdesk.mail.imap import ImapClient, ImapError
@@ -117,6 +119,38 @@ async def fetch_once(
         return report
     await _record(runtime, mailbox_id, last_fetch_at=now, last_success_at=runtime.clock.now())
     return report
+
+
+def lease_name(mailbox_id: int) -> str:
+    return f"mailbox:{mailbox_id}"
+
+
+async def fetch_under_lease(
+    runtime: Runtime,
+    mailbox_id: int,
+    *,
+    holder: str,
+    ttl: timedelta,
+    release: bool,
+    idle_seconds: float = 0,
+) -> FetchReport | None:
+    """A pass only while this holder has the mailbox's lease (AC-8); None when another process
+    has it. The worker keeps the lease between passes; `fetch-once` gives it back."""
+    name = lease_name(mailbox_id)
+    async with runtime.db.session(write=True) as session:
+        mine = await leases.acquire(
+            session, name=name, holder=holder, ttl=ttl, now=runtime.clock.now()
+        )
+        await session.commit()
+    if not mine:
+        return None
+    try:
+        return await fetch_once(runtime, mailbox_id, idle_seconds=idle_seconds)
+    finally:
+        if release:
+            async with runtime.db.session(write=True) as session:
+                await leases.release(session, name=name, holder=holder)
+                await session.commit()
 
 
 async def _pass(

@@ -12,8 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from keepdesk import leases
-from keepdesk.mail.fetcher import fetch_once
+from keepdesk.mail.fetcher import fetch_under_lease
 from keepdesk.mail.models import Mailbox
 from keepdesk.runtime import Runtime, TaskState
 
@@ -40,18 +39,16 @@ async def _cycle(runtime: Runtime, mailbox_id: int, holder: str, idle_seconds: f
     state = runtime.tasks.setdefault(key, TaskState())
     if state.retry_at is not None and runtime.clock.now() < state.retry_at:
         return  # backing off after failures (F2, F7): the server or database is down
-    async with runtime.db.session(write=True) as session:
-        mine = await leases.acquire(
-            session,
-            name=f"mailbox:{mailbox_id}",
-            holder=holder,
-            ttl=MAILBOX_LEASE,
-            now=runtime.clock.now(),
-        )
-        await session.commit()
-    if not mine:
-        return
-    report = await fetch_once(runtime, mailbox_id, idle_seconds=idle_seconds)
+    report = await fetch_under_lease(
+        runtime,
+        mailbox_id,
+        holder=holder,
+        ttl=MAILBOX_LEASE,
+        release=False,
+        idle_seconds=idle_seconds,
+    )
+    if report is None:
+        return  # another instance has this mailbox
     now = runtime.clock.now()
     if report.errors:
         state.failures_in_a_row += 1

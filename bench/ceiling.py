@@ -1,12 +1,12 @@
 """The machine's ceiling: what the web stack alone costs, served exactly as `keepdesk serve`
-serves (one process, uvicorn with its default HTTP parser, on the event loop `asyncio.run`
-gives), so keepdesk's numbers can be read as a share of it.
+serves (one process, uvicorn with its default HTTP parser, on uvloop as `keepdesk serve`
+runs), so keepdesk's numbers can be read as a share of it.
 
-    python -m bench.ceiling --port 8001 [--uvloop]
+    python -m bench.ceiling --port 8001 [--asyncio-loop]
 
 `/json` answers a small JSON object; `/table` renders a 50-row Jinja2 table from memory, the
-shape of a queue page without its database. `--uvloop` runs the same app on uvloop, to show
-what that loop would change.
+shape of a queue page without its database. `--asyncio-loop` runs the same app on the
+standard library's loop, to show what uvloop changes.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def create_app() -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--asyncio-loop", action="store_true")
     args = parser.parse_args()
     # The settings of `keepdesk serve` (src/keepdesk/cli.py), word for word.
     config = uvicorn.Config(
@@ -92,13 +92,13 @@ def main() -> None:
         access_log=False,
     )
     server = uvicorn.Server(config)
-    if args.uvloop:
+    if args.asyncio_loop:
+        asyncio.run(server.serve())
+    else:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(server.serve())
-    else:
-        asyncio.run(server.serve())
 
 
 if __name__ == "__main__":

@@ -147,19 +147,13 @@ def start_keepdesk(database_url: str, data_dir: Path, log_dir: Path) -> Server:
     return server
 
 
-def start_ceiling(log_dir: Path, *, uvloop: bool = False) -> Server:
+def start_ceiling(log_dir: Path) -> Server:
+    """The ceiling app, on the event loop `keepdesk serve` uses (uvloop)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPDESK_")}
     server = _spawn(
-        "ceiling-uvloop" if uvloop else "ceiling",
-        [
-            sys.executable,
-            "-m",
-            "bench.ceiling",
-            "--port",
-            str(port),
-            *(["--uvloop"] if uvloop else []),
-        ],
+        "ceiling",
+        [sys.executable, "-m", "bench.ceiling", "--port", str(port)],
         env,
         log_dir,
         port,

@@ -161,7 +161,7 @@ def serve(
         )
         await uvicorn.Server(config).serve()
 
-    run(main)
+    run(main, server=True)
 
 
 @app.command()
@@ -184,7 +184,7 @@ def worker(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
             await run_workers(runtime, stop)
             log.info("background tasks stopped")
 
-    run(main)
+    run(main, server=True)
 
 
 @app.command()

@@ -81,7 +81,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL. Default: SQLite in <data_dir>/keepdesk.sqlite3. PostgreSQL: "
         "postgresql+asyncpg://user:password@host:5432/keepdesk",
     )
-    database_pool_size: int = Field(10, ge=1, le=200, description="Connections per process.")
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="PostgreSQL only: connections per process."
+    )
+    database_sqlite_pool_size: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="SQLite only: connections per process. Each runs on a thread of its own; "
+        "more than two mostly contend for Python's GIL (docs/benchmarks.md).",
+    )
     database_busy_timeout_ms: int = Field(
         10_000, ge=0, le=600_000, description="SQLite only: how long a writer waits for the lock."
     )

@@ -60,10 +60,22 @@ def _describe_db_error(exc: BaseException) -> str:
     return f"the database failed: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
 
 
-def run(main: Callable[[], Awaitable[T]]) -> T:
-    """Run a command's coroutine and report any failure as one readable line."""
+def _server_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (it comes with uvicorn[standard]). uvicorn
+    picks it only when it starts the loop itself; `serve` starts its own, so it asks here."""
     try:
-        return asyncio.run(main())  # type: ignore[arg-type]
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Callable[[], Awaitable[T]], *, server: bool = False) -> T:
+    """Run a command's coroutine and report any failure as one readable line. A long-running
+    `server` (serve, worker) gets the faster event loop."""
+    try:
+        with asyncio.Runner(loop_factory=_server_loop() if server else None) as runner:
+            return runner.run(main())  # type: ignore[arg-type]
     except typer.Exit:
         raise
     except ConfigError as exc:

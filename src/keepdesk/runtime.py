@@ -35,6 +35,9 @@ class Runtime:
     blobs: BlobStore
     secret: bytes
     tasks: dict[str, TaskState] = field(default_factory=dict)
+    # Last-use records (an API token's, a browser session's) being written right now, so that
+    # a burst of requests with one credential writes it once (accounts.dependencies).
+    touching: set[tuple[str, int]] = field(default_factory=set)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -43,6 +46,7 @@ class Runtime:
         db = Database(
             settings.effective_database_url,
             pool_size=settings.database_pool_size,
+            sqlite_pool_size=settings.database_sqlite_pool_size,
             busy_timeout_ms=settings.database_busy_timeout_ms,
             echo=settings.database_echo,
         )

@@ -6,9 +6,11 @@ processes and restarts. A throttled sign-in is refused before the password is ch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor
@@ -35,12 +37,24 @@ async def _actor_for(session: AsyncSession, agent: Agent) -> Actor:
     team_ids = await session.scalars(
         select(TeamMembership.team_id).where(TeamMembership.agent_id == agent.id)
     )
+    return _actor(agent, team_ids.all())
+
+
+def _actor(agent: Agent, team_ids: Iterable[int | None]) -> Actor:
     return Actor(
         agent_id=agent.id,
         email=agent.email,
         name=agent.name,
         role=agent.role,
-        team_ids=frozenset(team_ids.all()),
+        team_ids=frozenset(t for t in team_ids if t is not None),
+    )
+
+
+def _with_teams(query: Select[Any]) -> Select[Any]:
+    """`query` (which selects an `Agent`) with one row per team the agent is in, or one row
+    with a null team: who is calling and their teams in one statement, on every request."""
+    return query.add_columns(TeamMembership.team_id).outerjoin(
+        TeamMembership, TeamMembership.agent_id == Agent.id
     )
 
 
@@ -90,22 +104,24 @@ async def authenticate_token(
     session: AsyncSession, raw: str, *, now: datetime
 ) -> tuple[Actor, int, bool]:
     """The actor behind a token, the token's id, and whether its last use is worth recording."""
-    row = (
+    rows = (
         await session.execute(
-            select(ApiToken, Agent)
-            .join(Agent, Agent.id == ApiToken.agent_id)
-            .where(
-                ApiToken.token_hash == token_hash(raw),
-                ApiToken.revoked_at.is_(None),
-                Agent.is_active.is_(True),
+            _with_teams(
+                select(ApiToken.id, ApiToken.last_used_at, Agent)
+                .join(Agent, Agent.id == ApiToken.agent_id)
+                .where(
+                    ApiToken.token_hash == token_hash(raw),
+                    ApiToken.revoked_at.is_(None),
+                    Agent.is_active.is_(True),
+                )
             )
         )
-    ).first()
-    if row is None:
+    ).all()
+    if not rows:
         raise Unauthenticated("the API token is not valid", code="invalid_token")
-    token, agent = row
-    stale = token.last_used_at is None or now - token.last_used_at > _TOKEN_TOUCH_INTERVAL
-    return await _actor_for(session, agent), token.id, stale
+    token_id, last_used_at, agent, _ = rows[0]
+    stale = last_used_at is None or now - last_used_at > _TOKEN_TOUCH_INTERVAL
+    return _actor(agent, (r[3] for r in rows)), token_id, stale
 
 
 async def list_api_tokens(session: AsyncSession, *, agent_id: int) -> list[ApiToken]:
@@ -239,22 +255,24 @@ async def authenticate_session(
     idle_minutes: int,
     max_days: int,
 ) -> tuple[Actor, WebSession]:
-    row = (
+    rows = (
         await session.execute(
-            select(WebSession, Agent)
-            .join(Agent, Agent.id == WebSession.agent_id)
-            .where(WebSession.token_hash == token_hash(raw), WebSession.revoked_at.is_(None))
+            _with_teams(
+                select(WebSession, Agent)
+                .join(Agent, Agent.id == WebSession.agent_id)
+                .where(WebSession.token_hash == token_hash(raw), WebSession.revoked_at.is_(None))
+            )
         )
-    ).first()
-    if row is None:
+    ).all()
+    if not rows:
         raise Unauthenticated("please sign in", code="no_session")
-    web_session, agent = row
+    web_session, agent, _ = rows[0]
     if not agent.is_active or web_session.expires_at <= now:
         raise Unauthenticated("your session has ended; please sign in again", code="no_session")
-    # The actor is read before the session is touched: a query after the change would flush
-    # it, turning a read request's transaction into a write (on SQLite, "database is locked"
-    # under concurrent readers). The caller decides where the touch is written.
-    actor = await _actor_for(session, agent)
+    # The touch below changes the object only: the caller decides where it is written (a
+    # query after the change would flush it, turning a read request's transaction into a
+    # write; on SQLite, "database is locked" under concurrent readers).
+    actor = _actor(agent, (r[2] for r in rows))
     if now - web_session.last_seen_at > _SESSION_TOUCH_INTERVAL:
         web_session.last_seen_at = now
         web_session.expires_at = min(

@@ -9,15 +9,16 @@ its bearer tokens (`dependencies.py`); a cookie never authenticates an API call.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import auth
 from keepdesk.accounts.access import Actor, require_admin
-from keepdesk.accounts.dependencies import RuntimeDep, Session
+from keepdesk.accounts.dependencies import RuntimeDep, Session, touch_later
 from keepdesk.accounts.models import Team, WebSession
 from keepdesk.errors import PermissionDenied, Unauthenticated
 from keepdesk.runtime import Runtime
@@ -32,6 +33,12 @@ PRESESSION_COOKIE = "keepdesk_presession"
 _MAX_COOKIE = 200
 
 
+@dataclass(frozen=True, slots=True)
+class TeamName:
+    id: int
+    name: str
+
+
 @dataclass(frozen=True)
 class Browser:
     """The agent at the keyboard, which of their sessions this is, and its CSRF token."""
@@ -39,6 +46,16 @@ class Browser:
     actor: Actor
     session_id: int
     csrf_token: str
+    # What the request has read already and a page shows in several places (the teams: the
+    # navigation, a queue's filter and bulk menus, the ticket panel).
+    _read: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    async def teams(self, session: AsyncSession) -> list[TeamName]:
+        """Every team, by name, read at most once per request."""
+        if "teams" not in self._read:
+            self._read["teams"] = await _all_teams(session)
+        teams: list[TeamName] = self._read["teams"]
+        return teams
 
 
 def cookie_is_secure(runtime: Runtime) -> bool:
@@ -86,13 +103,10 @@ async def check_csrf(request: Request, runtime: Runtime, expected: str) -> None:
         )
 
 
-async def _team_names(session: Session, actor: Actor) -> list[tuple[int, str]]:
-    if not actor.team_ids:
-        return []
-    rows = await session.execute(
-        select(Team.id, Team.name).where(Team.id.in_(sorted(actor.team_ids))).order_by(Team.name)
-    )
-    return [(team_id, name) for team_id, name in rows]
+async def _all_teams(session: AsyncSession) -> list[TeamName]:
+    # Teams are few (tens): all of them cost what the agent's own did.
+    rows = await session.execute(select(Team.id, Team.name).order_by(Team.name))
+    return [TeamName(team_id, name) for team_id, name in rows]
 
 
 async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -> Browser:
@@ -117,18 +131,18 @@ async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -
             .values(last_seen_at=web_session.last_seen_at, expires_at=web_session.expires_at)
         )
         session.expunge(web_session)
-        async with runtime.db.session(write=True) as side:
-            await side.execute(touch)
-            await side.commit()
+        touch_later(request, ("web_session", session_id), touch)
     token = csrf.token_for(runtime.secret, raw)
     if request.method in csrf.UNSAFE_METHODS:
         await check_csrf(request, runtime, token)
+    browser = Browser(actor=actor, session_id=session_id, csrf_token=token)
     page: dict[str, object] = {"me": actor, "csrf_token": token}
     if not is_htmx(request):
-        page["nav"] = navigation(teams=await _team_names(session, actor), is_admin=actor.is_admin)
+        mine = [(t.id, t.name) for t in await browser.teams(session) if t.id in actor.team_ids]
+        page["nav"] = navigation(teams=mine, is_admin=actor.is_admin)
     request.state.page = page
     request.state.actor = actor
-    return Browser(actor=actor, session_id=session_id, csrf_token=token)
+    return browser
 
 
 PageBrowser = Annotated[Browser, Depends(get_browser)]

@@ -27,8 +27,17 @@ from keepdesk.tickets.schemas import (
     TicketCreate,
     TicketRead,
     TicketUpdate,
+    ticket_rows_json,
 )
-from keepdesk.web.schema import CursorQuery, IdPath, ListPage, NumberPath, Text, error_responses
+from keepdesk.web.schema import (
+    CursorQuery,
+    IdPath,
+    ListPage,
+    NumberPath,
+    Text,
+    error_responses,
+    page_response,
+)
 
 router = APIRouter(tags=["tickets"], responses=error_responses(401, 422, 503))
 Limit = Annotated[int | None, Query(ge=1, le=1000, description="Page size (default 25).")]
@@ -71,7 +80,11 @@ def _etag(response: Response, ticket: TicketRead) -> None:
     response.headers["ETag"] = f'"{ticket.version}"'
 
 
-@router.get("/tickets", summary="List tickets you may see, newest activity first")
+@router.get(
+    "/tickets",
+    summary="List tickets you may see, newest activity first",
+    response_model=ListPage[TicketRead],
+)
 async def list_tickets(
     session: Session,
     actor: ApiActor,
@@ -96,7 +109,7 @@ async def list_tickets(
     ] = queries.TicketSort.updated_desc,
     cursor: CursorQuery = None,
     limit: Limit = None,
-) -> ListPage[TicketRead]:
+) -> Response:
     if updated_since is not None and updated_since.tzinfo is None:
         raise InvalidInput(
             "updated_since needs a timezone, e.g. 2026-01-31T12:00:00Z", code="naive_datetime"
@@ -119,10 +132,14 @@ async def list_tickets(
         cursor=cursor,
         limit=_limit(runtime, limit),
     )
-    return ListPage(items=[_ticket_read(t) for t in page.items], next_cursor=page.next_cursor)
+    return page_response(ticket_rows_json(page.items), page.next_cursor)
 
 
-@router.get("/search", summary="Search tickets you may see by word, newest first")
+@router.get(
+    "/search",
+    summary="Search tickets you may see by word, newest first",
+    response_model=ListPage[TicketRead],
+)
 async def search_tickets(
     session: Session,
     actor: ApiActor,
@@ -138,11 +155,11 @@ async def search_tickets(
     ],
     cursor: CursorQuery = None,
     limit: Limit = None,
-) -> ListPage[TicketRead]:
+) -> Response:
     page = await search.search_tickets(
         session, actor=actor, query=q, cursor=cursor, limit=_limit(runtime, limit)
     )
-    return ListPage(items=[_ticket_read(t) for t in page.items], next_cursor=page.next_cursor)
+    return page_response(ticket_rows_json(page.items), page.next_cursor)
 
 
 @router.post(

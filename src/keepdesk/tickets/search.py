@@ -18,14 +18,15 @@ from sqlalchemy.sql.expression import TableClause
 from keepdesk.accounts.access import Actor
 from keepdesk.errors import InvalidInput
 from keepdesk.pagination import Page, decode_cursor, encode_cursor
+from keepdesk.tickets import rows
 from keepdesk.tickets.models import Ticket
 from keepdesk.tickets.queries import (
     TicketFilter,
     _cursor_id,
     _dialect,
     _visible_in_lists,
-    _with_people,
 )
+from keepdesk.tickets.rows import TicketRow
 
 SEARCH_TABLE = "ticket_search"
 # Words only: FTS5's unicode61 and PostgreSQL's parser both split on "_" and punctuation, so
@@ -97,7 +98,7 @@ def search_phrases(query: str) -> list[str]:
 
 async def search_tickets(
     session: AsyncSession, *, actor: Actor, query: str, cursor: str | None, limit: int = 25
-) -> Page[Ticket]:
+) -> Page[TicketRow]:
     """The newest tickets (by number) that hold every phrase of `query` and that the actor may
     see, a page at a time.
 
@@ -130,17 +131,17 @@ async def search_tickets(
     if cursor:
         _, after = decode_cursor(cursor, kind="search", size=2)
         clauses.append(key < _cursor_id(after))
+    tickets_table = Ticket.__table__
     page = (
-        select(Ticket.id)
+        select(tickets_table.c.id)
         .select_from(source)
-        .join(Ticket, Ticket.id == key)
+        .join(tickets_table, tickets_table.c.id == key)
         .where(*clauses)
         .order_by(key.desc())
         .limit(limit + 1)
         .correlate(None)
     )
-    query_ = _with_people(select(Ticket).where(Ticket.id.in_(page)).order_by(Ticket.id.desc()))
-    tickets = list((await session.scalars(query_)).unique().all())
+    tickets = await rows.load_rows(session, page, (tickets_table.c.id.desc(),))
     more = len(tickets) > limit
     tickets = tickets[:limit]
     return Page(tickets, encode_cursor("search", tickets[-1].id) if more else None)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
-from keepdesk.accounts.browser import PageBrowser
+from keepdesk.accounts.browser import Browser, PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.errors import Conflict, InvalidInput, KeepdeskError
 from keepdesk.runtime import Runtime
@@ -70,7 +70,7 @@ async def _context(
     request: Request,
     session: AsyncSession,
     runtime: Runtime,
-    actor: Actor,
+    browser: Browser,
     ticket: Ticket,
     *,
     seen_version: int,
@@ -96,8 +96,10 @@ async def _context(
         context.update(items=items, truncated=truncated)
     if panel:
         context.update(
-            others=await queries.list_requester_tickets(session, actor=actor, ticket=ticket),
-            teams=await accounts.list_teams(session),
+            others=await queries.list_requester_tickets(
+                session, actor=browser.actor, ticket=ticket
+            ),
+            teams=await browser.teams(session),
             assignable=await _assignable(session, ticket),
         )
     if timeline and panel:
@@ -139,7 +141,7 @@ async def ticket_page(
         request,
         session,
         runtime,
-        browser.actor,
+        browser,
         ticket,
         seen_version=ticket.version,
         panel=target != "conversation",
@@ -297,7 +299,7 @@ async def change_properties(
     if seen == version_before:
         seen = ticket.version
     context = await _context(
-        request, session, runtime, actor, ticket, seen_version=seen, timeline=False
+        request, session, runtime, browser, ticket, seen_version=seen, timeline=False
     )
     context["panel_problem"] = problem
     return _render(pages, request, context, "side_panel")
@@ -357,7 +359,9 @@ async def add_message(
         return RedirectResponse(f"/tickets/{number}", status_code=303)
     session.expire_all()
     ticket = await queries.get_visible_ticket(session, actor=actor, number=number)
-    context = await _context(request, session, runtime, actor, ticket, seen_version=ticket.version)
+    context = await _context(
+        request, session, runtime, browser, ticket, seen_version=ticket.version
+    )
     return _render(pages, request, context, "ticket_body")
 
 
@@ -404,7 +408,7 @@ async def apply_macro(
     seen = expected_version if expected_version is not None else version_before
     if seen == version_before:
         seen = ticket.version
-    context = await _context(request, session, runtime, actor, ticket, seen_version=seen)
+    context = await _context(request, session, runtime, browser, ticket, seen_version=seen)
     draft = body.rstrip()
     context["draft"] = f"{draft}\n\n{text}" if draft and text else draft or text
     context["draft_kind"] = "note" if kind == "note" else "reply"

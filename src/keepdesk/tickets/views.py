@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
-from keepdesk.accounts.browser import PageBrowser
+from keepdesk.accounts.browser import Browser, PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
 from keepdesk.errors import InvalidInput, KeepdeskError, NotFound
 from keepdesk.tickets import queries, search
@@ -147,27 +147,24 @@ async def _queue_page(
     if cursor and is_htmx(request):
         # "Load more": only the next rows, appended in place of the button.
         return pages.render(request, "tickets/queue.html", context, fragment="rows")
-    context["count"] = await queries.count_tickets(
-        session, actor=actor, filters=filters, cap=COUNT_CAP
+    # This list's count and, on a whole page, the side list's: each queue's active tickets.
+    side = [] if is_htmx(request) else views
+    counts = await queries.count_each(
+        session,
+        actor=actor,
+        filters=[filters, *(replace(v.base, statuses=ACTIVE) for v in side)],
+        cap=COUNT_CAP,
     )
+    context["count"] = counts[0]
     context["cap"] = COUNT_CAP
     context["agents"] = [
         a
         for a in (await accounts.list_agents(session, cursor=None, limit=500)).items
         if a.is_active
     ]
-    context["teams"] = await accounts.list_teams(session)
-    if not is_htmx(request):
-        # The side list of queues, each with its count of active tickets.
-        context["views"] = [
-            (
-                v,
-                await queries.count_tickets(
-                    session, actor=actor, filters=replace(v.base, statuses=ACTIVE), cap=COUNT_CAP
-                ),
-            )
-            for v in views
-        ]
+    context["teams"] = await browser.teams(session)
+    if side:
+        context["views"] = list(zip(side, counts[1:], strict=True))
     return pages.render(request, "tickets/queue.html", context, fragment="queue_results")
 
 
@@ -197,8 +194,8 @@ QueueParams = Annotated[QueueQuery, Depends(_query_params)]
 Cursor = Annotated[Text | None, Query(max_length=500)]
 
 
-async def _team_names(session: Session) -> list[tuple[int, str]]:
-    return [(t.id, t.name) for t in await accounts.list_teams(session)]
+async def _team_names(session: Session, browser: Browser) -> list[tuple[int, str]]:
+    return [(t.id, t.name) for t in await browser.teams(session)]
 
 
 @router.get("/")
@@ -217,7 +214,7 @@ async def team_queue(
     query: QueueParams,
     cursor: Cursor = None,
 ) -> Response:
-    teams = await _team_names(session)
+    teams = await _team_names(session, browser)
     views = _views(browser.actor, teams)
     view = next((v for v in views if v.base.team_id == team_id), None)
     if view is None and browser.actor.is_admin:
@@ -241,7 +238,7 @@ async def queue(
     query: QueueParams,
     cursor: Cursor = None,
 ) -> Response:
-    views = _views(browser.actor, await _team_names(session))
+    views = _views(browser.actor, await _team_names(session, browser))
     view = next((v for v in views if v.key == key and not v.key.startswith("team-")), None)
     if view is None:
         raise NotFound(f"no queue named {key[:20]!r}")

@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, PrefixLoader, StrictUndefined
 
+from keepdesk.web import ui
 from keepdesk.web.nav import SIGN_IN
 from keepdesk.web.redirects import safe_next
 
@@ -45,24 +46,6 @@ def filesize(size: int) -> str:
             return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
-
-
-def ago(at: datetime, now: datetime) -> str:
-    """`5 min ago`, `3 h ago`, `2 d ago`, then the date: calm, and the same on every reload."""
-    seconds = int((now - at).total_seconds())
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    if seconds < 7 * 86400:
-        return f"{seconds // 86400} d ago"
-    return at.strftime("%Y-%m-%d")
-
-
-def timestamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Pages:
@@ -124,11 +107,11 @@ def _environment(folders: tuple[tuple[str, Path], ...]) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(filesize=filesize, ago=ago, timestamp=timestamp)
+    env.filters.update(filesize=filesize, ago=ui.ago, timestamp=ui.timestamp)
     env.globals["static"] = static_url
     # Shared macros as a global module: a block rendered on its own cannot see a template-level
     # `{% import %}`, but it sees globals.
-    env.globals["ui"] = env.get_template("web/_macros.html").module
+    env.globals["ui"] = ui.UI(env.get_template("web/_macros.html").module)
     return env
 
 

@@ -104,24 +104,45 @@ async def authenticate_token(
     session: AsyncSession, raw: str, *, now: datetime
 ) -> tuple[Actor, int, bool]:
     """The actor behind a token, the token's id, and whether its last use is worth recording."""
+    # Plain columns, not mapped objects: this runs before every API request.
     rows = (
         await session.execute(
-            _with_teams(
-                select(ApiToken.id, ApiToken.last_used_at, Agent)
-                .join(Agent, Agent.id == ApiToken.agent_id)
-                .where(
-                    ApiToken.token_hash == token_hash(raw),
-                    ApiToken.revoked_at.is_(None),
-                    Agent.is_active.is_(True),
-                )
+            _TOKEN_ACTOR.where(
+                _tokens.token_hash == token_hash(raw),
+                _tokens.revoked_at.is_(None),
+                _agents.is_active.is_(True),
             )
         )
     ).all()
     if not rows:
         raise Unauthenticated("the API token is not valid", code="invalid_token")
-    token_id, last_used_at, agent, _ = rows[0]
+    token_id, last_used_at, agent_id, email, name, role, _ = rows[0]
     stale = last_used_at is None or now - last_used_at > _TOKEN_TOUCH_INTERVAL
-    return _actor(agent, (r[3] for r in rows)), token_id, stale
+    teams = frozenset(r[6] for r in rows if r[6] is not None)
+    return (
+        Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams),
+        token_id,
+        stale,
+    )
+
+
+_tokens = ApiToken.__table__.c
+_agents = Agent.__table__.c
+_memberships = TeamMembership.__table__.c
+# A token's agent with one row per team the agent is in (or one row with a null team).
+_TOKEN_ACTOR = select(
+    _tokens.id,
+    _tokens.last_used_at,
+    _agents.id,
+    _agents.email,
+    _agents.name,
+    _agents.role,
+    _memberships.team_id,
+).select_from(
+    ApiToken.__table__.join(Agent.__table__, _agents.id == _tokens.agent_id).outerjoin(
+        TeamMembership.__table__, _memberships.agent_id == _agents.id
+    )
+)
 
 
 async def list_api_tokens(session: AsyncSession, *, agent_id: int) -> list[ApiToken]:

@@ -173,7 +173,7 @@ class Presession:
         return response
 
 
-def presession(request: Request, runtime: RuntimeDep) -> Presession:
+async def presession(request: Request, runtime: RuntimeDep) -> Presession:
     value = request.cookies.get(PRESESSION_COOKIE, "")
     new_cookie = None
     if not value or len(value) > _MAX_COOKIE:

@@ -25,7 +25,7 @@ from keepdesk.runtime import Runtime
 log = logging.getLogger("keepdesk.accounts")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -168,7 +168,7 @@ async def _queue_page(
     return pages.render(request, "tickets/queue.html", context, fragment="queue_results")
 
 
-def _query_params(
+async def _query_params(
     status: Choice = "active",
     priority: Choice = "",
     channel: Choice = "",

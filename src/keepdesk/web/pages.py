@@ -122,7 +122,7 @@ def page_context(request: Request) -> dict[str, Any]:
     return {"request": request, "me": None, "csrf_token": "", "nav": None, **extra}
 
 
-def get_pages(request: Request) -> Pages:
+async def get_pages(request: Request) -> Pages:
     pages: Pages = request.app.state.pages
     return pages
 

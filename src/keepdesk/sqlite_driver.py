@@ -120,7 +120,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """An aiosqlite connection whose transactions begin with their first statement."""
 
-    __slots__ = ("pending_begin", "clean")
+    __slots__ = ("clean", "pending_begin")
     _cursor_cls = OneTripCursor
 
     def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:

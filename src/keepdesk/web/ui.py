@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 
 class _Person(Protocol):
@@ -37,29 +37,30 @@ def timestamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
+# Markup.format escapes each argument, as `{{ }}` does in a template.
+_STATUS = Markup('<span class="badge status-{0}">{0}</span>')
+_PRIORITY = Markup('<span class="badge priority-{0}">{0}</span>')
+_PERSON = Markup('<span class="person" title="{0}">{1}</span>')
+_NOBODY = Markup('<span class="muted">—</span>')
+_WHEN = Markup('<time datetime="{0}" title="{1}">{2}</time>')
+
+
 def status_badge(status: str) -> Markup:
-    value = escape(str(status))
-    return Markup(f'<span class="badge status-{value}">{value}</span>')
+    return _STATUS.format(str(status))
 
 
 def priority_badge(priority: str) -> Markup:
-    value = escape(str(priority))
-    return Markup(f'<span class="badge priority-{value}">{value}</span>')
+    return _PRIORITY.format(str(priority))
 
 
 def person(p: _Person | None) -> Markup:
     if not p:
-        return Markup('<span class="muted">—</span>')
-    return Markup(
-        f'<span class="person" title="{escape(p.email)}">{escape(p.name or p.email)}</span>'
-    )
+        return _NOBODY
+    return _PERSON.format(p.email, p.name or p.email)
 
 
 def when(at: datetime, now: datetime) -> Markup:
-    return Markup(
-        f'<time datetime="{escape(at.isoformat())}" title="{escape(timestamp(at))}">'
-        f"{escape(ago(at, now))}</time>"
-    )
+    return _WHEN.format(at.isoformat(), timestamp(at), ago(at, now))
 
 
 class UI:

@@ -386,6 +386,7 @@ async def ingest(
             recipient=contact.email,
             runtime=runtime,
             now=now,
+            ours=ours,
         )
     return result
 
@@ -537,8 +538,9 @@ async def _maybe_auto_ack(
     recipient: str,
     runtime: Runtime,
     now: datetime,
+    ours: frozenset[str],
 ) -> None:
-    allowed, _ = auto_ack_verdict(parsed, mailbox, await own_addresses(session))
+    allowed, _ = auto_ack_verdict(parsed, mailbox, ours)
     if not allowed or mailbox is None:
         return
     rate_key = f"ack:{mailbox.id}:{recipient}"

@@ -68,6 +68,15 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_status_updated", "status", "updated_at", "id"),
         Index("ix_tickets_team_status_updated", "team_id", "status", "updated_at", "id"),
+        # A team's queue by priority, and its count, from the index alone (migration 0004).
+        Index(
+            "ix_tickets_team_priority_status_updated",
+            "team_id",
+            "priority",
+            "status",
+            "updated_at",
+            "id",
+        ),
         Index("ix_tickets_assignee_status_updated", "assignee_id", "status", "updated_at", "id"),
         Index("ix_tickets_requester_created", "requester_id", "created_at"),
         Index("ix_tickets_updated", "updated_at", "id"),

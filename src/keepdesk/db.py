@@ -180,7 +180,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("keepdesk_write", False)
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-        dbapi_connection = conn.connection.dbapi_connection
+        dbapi_connection: Any = conn.connection.dbapi_connection
         if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
             dbapi_connection.begin_with_next_statement(begin)
         else:

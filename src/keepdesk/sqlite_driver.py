@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiosqlite
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -66,7 +67,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
-    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
         # No aiosqlite cursor: the statement makes and closes its own on the thread.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
@@ -104,9 +105,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         begin, adapted.pending_begin = adapted.pending_begin, None
         adapted.clean = False
         try:
-            self._take(
-                await_(connection._execute(run, connection._conn, begin, operation, parameters))
+            call = connection._execute(  # type: ignore[no-untyped-call]
+                run, connection._conn, begin, operation, parameters
             )
+            self._take(await_(call))
         except Exception as error:
             adapted._handle_exception(error)
 
@@ -123,7 +125,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ("clean", "pending_begin")
     _cursor_cls = OneTripCursor
 
-    def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
+    def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self.pending_begin: str | None = None
         # No statement since the last commit or rollback: no transaction can be open, so the

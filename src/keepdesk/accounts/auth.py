@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, Table, Update, delete, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Row,
+    Select,
+    Update,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor
@@ -120,7 +130,7 @@ _agents = Agent.__table__.c
 _memberships = TeamMembership.__table__.c
 
 
-def _with_actor(credential: Table, *columns: ColumnElement[Any]) -> Select[Any]:
+def _with_actor(credential: FromClause, *columns: ColumnElement[Any]) -> Select[Any]:
     """`columns` of a credential (an API token, a browser session), then its agent's id, email,
     name, role and whether it is active, then one team of the agent a row (one row with a null
     team for an agent in none): who is calling in one statement."""

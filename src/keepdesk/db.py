@@ -85,14 +85,19 @@ class Database:
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # SQLite in memory lives in one connection (SQLAlchemy's StaticPool).
+        in_memory = self.is_sqlite and (
+            ":memory:" in url or "mode=memory" in url or url.endswith("://")
+        )
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         elif url.startswith("sqlite+aiosqlite"):
             kwargs["module"] = sqlite_driver.dbapi()  # one trip to its thread per statement
-            # Each connection has its own thread; beyond two they mostly contend for the GIL
-            # (16 concurrent API lists: 221 req/s with 2, 194 with 4, 178 with 15).
-            kwargs.update(pool_size=sqlite_pool_size, max_overflow=0)
+            if not in_memory:
+                # Each connection has its own thread; beyond two they mostly contend for the
+                # GIL (16 concurrent API lists: 221 req/s with 2, 194 with 4, 178 with 15).
+                kwargs.update(pool_size=sqlite_pool_size, max_overflow=0)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         # Write sessions: on SQLite a pool of their own with one connection. SQLite has one
         # writer at a time anyway; queued here, writers take turns at once, where inside
@@ -101,7 +106,8 @@ class Database:
         self._own_write_engine: AsyncEngine | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
-            if url.startswith("sqlite+aiosqlite"):
+            # (Not for a database in memory: a second engine would open a second database.)
+            if url.startswith("sqlite+aiosqlite") and not in_memory:
                 write_kwargs = {**kwargs, "module": sqlite_driver.dbapi(), "pool_size": 1}
                 self._own_write_engine = create_async_engine(url, **write_kwargs)
                 _configure_sqlite(self._own_write_engine, busy_timeout_ms)

@@ -183,3 +183,40 @@ async def test_a_cursor_works_only_for_the_list_and_order_it_came_from(
         assert_error(response, 422, "invalid_input")
     # The largest page is the configured one, whatever a client asks for.
     assert (await dave.get("/api/v1/tickets", params={"limit": 1000})).status_code == 200
+
+
+async def test_a_team_or_agent_list_of_every_status_pages_across_statuses_in_order(
+    world: World, runtime: Runtime, clock: FakeClock
+) -> None:
+    # With no status filter a team's or an agent's list is read status by status and merged
+    # (queries._newest_of_each_status): pages must still come in one order, each ticket once.
+    dave = world.client("dave")
+    support = world.ids["support"]
+    tickets = []
+    for status in ("open", "pending", "resolved", "open", "pending", "resolved", "new"):
+        number = (await open_ticket(dave, team=support))["number"]
+        if status != "new":
+            await patch(dave, number, assignee_id=world.ids["dave"], status=status)
+        tickets.append(number)
+        clock.advance(minutes=1)
+    clock.advance(days=8)
+    await close_resolved_tickets(runtime)  # two closed at one instant: a tie to page through
+    elsewhere = (await open_ticket(dave, team=world.ids["billing"]))["number"]
+
+    def in_order(items: list[dict[str, Any]], descending: bool) -> list[int]:
+        key = [(datetime.fromisoformat(t["updated_at"]), t["number"]) for t in items]
+        return [n for _, n in sorted(key, reverse=descending)]
+
+    for params, expected in (
+        ({"team": support}, set(tickets)),
+        ({"assignee": "me"}, set(tickets[:-1])),
+        ({"assignee": "me", "priority": "normal"}, set(tickets[:-1])),
+    ):
+        for sort in ("-updated_at", "updated_at"):
+            walked = await walk(dave, sort=sort, **params)
+            got = [t["number"] for t in walked]
+            assert set(got) == expected and len(got) == len(expected), (params, sort)
+            assert elsewhere not in got
+            assert got == in_order(walked, sort.startswith("-")), (params, sort)
+    statuses = {t["status"] for t in await walk(dave, team=support)}
+    assert statuses == {"new", "open", "pending", "closed"}

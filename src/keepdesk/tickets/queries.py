@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Select, func, or_, select, true, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -258,8 +258,48 @@ def _page(
     # The page's ids come from the tickets table alone, and only those rows are joined to
     # their people: joined first, SQLite joined every match before sorting and cutting (282 ms
     # for the admin's 43,000 active tickets at a million, 0.4 ms this way). Still one statement.
-    page = select(_tickets.id).where(*clauses).order_by(*order).limit(limit + 1).correlate(None)
-    return rows.rows_query(page, order)
+    page = select(_tickets.id).where(*clauses).order_by(*order).limit(limit + 1)
+    if _by_status_is_faster(filters, sort):
+        page = _newest_of_each_status(clauses, column, descending, limit + 1)
+    return rows.rows_query(page.correlate(None), order)
+
+
+def _by_status_is_faster(filters: TicketFilter, sort: TicketSort) -> bool:
+    """A team's or an agent's queue with any status, by activity: the indexes that start with
+    the team or the assignee go on with the status, so none of them lists those tickets in
+    order of activity, and the database sorted all of them (114 ms for a team at a million
+    tickets on SQLite). Read per status, each is a range in order."""
+    return (
+        not filters.statuses
+        and "updated" in sort.value
+        and (filters.team_id is not None or filters.assignee is not None)
+    )
+
+
+def _newest_of_each_status(
+    clauses: list[ColumnElement[bool]], column: Any, descending: bool, count: int
+) -> Select[Any]:
+    """The ids of the first `count` tickets in `column` order, taken from the first `count` of
+    each status (a range of an index each), merged: 0.1 ms where one sort took 114."""
+    order = (column.desc(), _tickets.id.desc()) if descending else (column.asc(), _tickets.id.asc())
+    # SQLite takes no ORDER BY or LIMIT inside a compound SELECT: each part is a subquery.
+    parts = []
+    for status in TicketStatus:
+        part = (
+            select(_tickets.id, column.label("at"))
+            .where(*clauses, _tickets.status == status)
+            .order_by(*order)
+            .limit(count)
+            .subquery()
+        )
+        parts.append(select(part.c.id, part.c.at))
+    merged = union_all(*parts).subquery()
+    merged_order = (
+        (merged.c.at.desc(), merged.c.id.desc())
+        if descending
+        else (merged.c.at.asc(), merged.c.id.asc())
+    )
+    return select(merged.c.id).order_by(*merged_order).limit(count)
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
-from tests.support.postgres import find_bin_dir
+from tests.support.postgres import find_bin_dir, run_as_owner
+from tests.support.processes import free_port
 
 log = logging.getLogger("bench.pg")
 
@@ -69,7 +68,7 @@ class PgServer:
     def stop(self) -> None:
         if self.cluster is None or self.bin_dir is None:
             return
-        _as_owner(
+        run_as_owner(
             [
                 str(self.bin_dir / "pg_ctl"),
                 "-D",
@@ -81,19 +80,6 @@ class PgServer:
             ],
             check=False,
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_owner(args: list[str], *, check: bool = True) -> None:
-    # initdb and pg_ctl refuse to run as root; the cluster belongs to the postgres user.
-    if os.geteuid() == 0:
-        args = ["runuser", "-u", "postgres", "--", *args]
-    subprocess.run(args, check=check, capture_output=True, text=True)  # noqa: S603
 
 
 def from_url(raw: str) -> PgServer:
@@ -123,7 +109,7 @@ def own_cluster(root: Path) -> PgServer:
         if os.geteuid() == 0:
             shutil.chown(root, "postgres", "postgres")
         log.info("creating the benchmark's PostgreSQL cluster in %s", root)
-        _as_owner(
+        run_as_owner(
             [
                 str(bin_dir / "initdb"),
                 "-D",
@@ -138,14 +124,14 @@ def own_cluster(root: Path) -> PgServer:
         )
     if (data / "postmaster.pid").is_file():
         # Left running by an interrupted run: it is ours, so stop it and start it our way.
-        _as_owner(
+        run_as_owner(
             [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], check=False
         )
-    port = _free_port()
+    port = free_port()
     # Defaults, but for where it listens and enough memory that a data set of a million
     # tickets is not all disk reads: what any production install would set.
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c shared_buffers=512MB"
-    _as_owner(
+    run_as_owner(
         [
             str(bin_dir / "pg_ctl"),
             "-D",

@@ -17,13 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _memory_kib(pid: int, field: str) -> int | None:

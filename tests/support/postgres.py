@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from tests.support.processes import free_port
 
 
 @dataclass
@@ -37,7 +38,7 @@ class PostgresServer:
     def stop(self) -> None:
         if self.data_dir is None or self.bin_dir is None:
             return
-        _run_as_owner(
+        run_as_owner(
             [
                 str(self.bin_dir / "pg_ctl"),
                 "-D",
@@ -59,13 +60,9 @@ def find_bin_dir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run_as_owner(args: list[str], *, check: bool = True) -> None:
+def run_as_owner(args: list[str], *, check: bool = True) -> None:
+    """Run a PostgreSQL server program: initdb and pg_ctl refuse to run as root, so as root it
+    runs as the postgres user, who owns the cluster."""
     if os.geteuid() == 0:
         args = ["runuser", "-u", "postgres", "--", *args]
     subprocess.run(args, check=check, capture_output=True, text=True)
@@ -92,8 +89,8 @@ def start_throwaway() -> PostgresServer:
     root.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-    _run_as_owner(
+    port = free_port()
+    run_as_owner(
         [
             str(bin_dir / "initdb"),
             "-D",
@@ -111,7 +108,7 @@ def start_throwaway() -> PostgresServer:
         f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
-    _run_as_owner(
+    run_as_owner(
         [
             str(bin_dir / "pg_ctl"),
             "-D",

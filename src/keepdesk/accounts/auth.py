@@ -103,10 +103,22 @@ async def create_api_token(
     return token, raw
 
 
+@dataclass(frozen=True)
+class CredentialCheck:
+    """A credential that checked out: which one (`kind`, `id`), and the UPDATE that records
+    this use (for a browser session, also sliding its idle timeout) when that is due, None
+    otherwise. Where it is written is the request's business (`dependencies.record_use`)."""
+
+    kind: str
+    id: int
+    touch: Update | None
+
+
 async def authenticate_token(
     session: AsyncSession, raw: str, *, now: datetime
-) -> tuple[Actor, int, bool]:
-    """The actor behind a token, the token's id, and whether its last use is worth recording."""
+) -> tuple[Actor, CredentialCheck]:
+    """The actor behind a token, and the token's check (its last use is recorded at most every
+    few minutes, so reading the API does not mean writing the database)."""
     # Plain columns, not mapped objects: this runs before every API request.
     rows = (
         await session.execute(
@@ -120,9 +132,11 @@ async def authenticate_token(
     if not rows:
         raise Unauthenticated("the API token is not valid", code="invalid_token")
     token_id, last_used_at = rows[0][:2]
-    stale = last_used_at is None or now - last_used_at > _TOKEN_TOUCH_INTERVAL
     actor, _ = _actor_of(rows, 2)
-    return actor, token_id, stale
+    touch = None
+    if last_used_at is None or now - last_used_at > _TOKEN_TOUCH_INTERVAL:
+        touch = update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+    return actor, CredentialCheck("api_token", token_id, touch)
 
 
 _tokens = ApiToken.__table__.c
@@ -283,16 +297,6 @@ async def sign_in(
     return web_session, raw
 
 
-@dataclass(frozen=True)
-class SessionCheck:
-    """A browser session that checked out: its id, and the UPDATE that records this use and
-    slides its idle timeout, when that is due (None otherwise). The caller decides where the
-    touch is written: with a change request's own commit, or after a read (accounts.browser)."""
-
-    session_id: int
-    touch: Update | None
-
-
 _sessions = WebSession.__table__.c
 _SESSION_ACTOR = _with_actor(
     WebSession.__table__,
@@ -310,7 +314,7 @@ async def authenticate_session(
     now: datetime,
     idle_minutes: int,
     max_days: int,
-) -> tuple[Actor, SessionCheck]:
+) -> tuple[Actor, CredentialCheck]:
     # Plain columns, not mapped objects: this runs before every page.
     rows = (
         await session.execute(
@@ -337,7 +341,7 @@ async def authenticate_session(
                 ),
             )
         )
-    return actor, SessionCheck(session_id, touch)
+    return actor, CredentialCheck("web_session", session_id, touch)
 
 
 async def list_sessions(session: AsyncSession, *, agent_id: int, now: datetime) -> list[WebSession]:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import auth
 from keepdesk.accounts.access import Actor, require_admin
-from keepdesk.accounts.dependencies import RuntimeDep, Session, touch_later
+from keepdesk.accounts.dependencies import RuntimeDep, Session, record_use
 from keepdesk.accounts.models import Team
 from keepdesk.errors import PermissionDenied, Unauthenticated
 from keepdesk.runtime import Runtime
@@ -121,14 +121,8 @@ async def get_browser(request: Request, session: Session, runtime: RuntimeDep) -
         idle_minutes=settings.auth_session_idle_minutes,
         max_days=settings.auth_session_max_days,
     )
-    session_id = checked.session_id
-    if checked.touch is not None:
-        if request.method in csrf.UNSAFE_METHODS:
-            # Committed with the request's own change; a second writer would wait on ourselves.
-            await session.execute(checked.touch)
-        else:
-            # A read keeps its transaction read-only: the use is recorded after it.
-            touch_later(request, ("web_session", session_id), checked.touch)
+    session_id = checked.id
+    await record_use(request, session, checked)
     token = csrf.token_for(runtime.secret, raw)
     if request.method in csrf.UNSAFE_METHODS:
         await check_csrf(request, runtime, token)

@@ -11,14 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from keepdesk.accounts import auth
 from keepdesk.accounts.access import Actor
-from keepdesk.accounts.models import ApiToken
 from keepdesk.errors import Unauthenticated
 from keepdesk.runtime import Runtime
 
@@ -41,20 +39,29 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
     async with runtime.db.session(write=_is_write(request)) as session:
         yield session
     # Once the request's own connection is back in the pool: a read request's record of use
-    # (see `touch_later`). Written here, a request never holds two connections at once, so a
+    # (see `record_use`). Written here, a request never holds two connections at once, so a
     # burst larger than the pool cannot wait on itself.
-    touch: tuple[tuple[str, int], Executable] | None = getattr(request.state, "touch", None)
-    if touch is not None:
-        await _record_use(runtime, *touch)
+    checked: auth.CredentialCheck | None = getattr(request.state, "credential_use", None)
+    if checked is not None and checked.touch is not None:
+        await _write_use(runtime, checked.kind, checked.id, checked.touch)
 
 
-def touch_later(request: Request, key: tuple[str, int], statement: Executable) -> None:
-    """Record a credential's use (`statement`, an UPDATE) after this read request: its own
-    transaction stays read-only, and the write needs no second connection while it runs."""
-    request.state.touch = (key, statement)
+async def record_use(
+    request: Request, session: AsyncSession, checked: auth.CredentialCheck
+) -> None:
+    """Have a credential's use recorded, when its check says it is due: a change request
+    writes it in its own transaction (a second writer would wait on ourselves); a read keeps
+    its transaction read-only and has it written after (`get_session`)."""
+    if checked.touch is None:
+        return
+    if _is_write(request):
+        await session.execute(checked.touch)
+    else:
+        request.state.credential_use = checked
 
 
-async def _record_use(runtime: Runtime, key: tuple[str, int], statement: Executable) -> None:
+async def _write_use(runtime: Runtime, kind: str, id_: int, statement: Executable) -> None:
+    key = (kind, id_)
     if key in runtime.touching:
         return  # another request is writing this one's use right now
     runtime.touching.add(key)
@@ -64,7 +71,7 @@ async def _record_use(runtime: Runtime, key: tuple[str, int], statement: Executa
             await session.commit()
     except SQLAlchemyError as exc:
         # A last use is a hint (the sessions list, token hygiene); the answer has been sent.
-        log.warning("could not record the last use of %s %s: %s", key[0], key[1], exc)
+        log.warning("could not record the last use of %s %s: %s", kind, id_, exc)
     finally:
         runtime.touching.discard(key)
 
@@ -81,14 +88,8 @@ async def get_api_actor(request: Request, session: Session, runtime: RuntimeDep)
             "'keepdesk token create EMAIL')"
         )
     now = runtime.clock.now()
-    actor, token_id, stale = await auth.authenticate_token(session, token.strip(), now=now)
-    if stale:
-        touch = update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
-        if _is_write(request):
-            # Committed with the request's own change; a second writer would wait on ourselves.
-            await session.execute(touch)
-        else:
-            touch_later(request, ("api_token", token_id), touch)
+    actor, checked = await auth.authenticate_token(session, token.strip(), now=now)
+    await record_use(request, session, checked)
     request.state.actor = actor
     return actor
 

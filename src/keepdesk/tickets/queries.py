@@ -220,8 +220,9 @@ async def list_tickets(
             raise InvalidInput("cursor belongs to another sort order", code="invalid_cursor")
         after = (_cursor_time(at), _cursor_id(after_id))
     dialect = _dialect(session)
-    if after is None:
-        # The first page is asked again and again with the same filters: kept, built.
+    if after is None and filters.updated_since is None:
+        # The first page is asked again and again with the same filters: kept, built. (Not
+        # with `updated_since`, which a polling client changes on every call.)
         statement = _first_page(actor, filters, sort, limit, dialect)
     else:
         statement = _page(actor, filters, sort, limit, dialect, after)

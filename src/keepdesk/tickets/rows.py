@@ -112,15 +112,9 @@ def rows_query(ids: Select[Any], order: Sequence[ColumnElement[Any]]) -> Select[
     return _WITH_PEOPLE.where(_tickets.c.id.in_(ids)).order_by(*order)
 
 
-async def load_rows(
-    session: AsyncSession, ids: Select[Any], order: Sequence[ColumnElement[Any]]
-) -> list[TicketRow]:
-    """One statement whatever the page size: the tickets with their people and tags."""
-    return await load(session, rows_query(ids, order))
-
-
 async def load(session: AsyncSession, query: Select[Any]) -> list[TicketRow]:
-    """The rows of a `rows_query` statement (one built earlier may be run again)."""
+    """The rows of a `rows_query` statement (one built earlier may be run again): one statement
+    whatever the page size, the tickets with their people and tags."""
     found = (await session.execute(query)).all()
     return [
         TicketRow(

@@ -141,7 +141,7 @@ async def search_tickets(
         .limit(limit + 1)
         .correlate(None)
     )
-    tickets = await rows.load_rows(session, page, (tickets_table.c.id.desc(),))
+    tickets = await rows.load(session, rows.rows_query(page, (tickets_table.c.id.desc(),)))
     more = len(tickets) > limit
     tickets = tickets[:limit]
     return Page(tickets, encode_cursor("search", tickets[-1].id) if more else None)

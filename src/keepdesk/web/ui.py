@@ -8,6 +8,7 @@ same markup the macros made, escaped the same way. What is not hot stays a macro
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,22 +38,22 @@ def timestamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
+# Made once per value: a status or a priority is one of a handful of words (the web layer does
+# not know which: tickets defines them). Markup.format escapes them.
+@functools.lru_cache(maxsize=64)
 def _badge(kind: str, value: str) -> Markup:
     return Markup('<span class="badge {0}-{1}">{1}</span>').format(kind, value)
 
 
-# Made once: a status or priority is one of a handful of words (Markup.format escapes them).
-_STATUS = {s: _badge("status", s) for s in ("new", "open", "pending", "resolved", "closed")}
-_PRIORITY = {p: _badge("priority", p) for p in ("low", "normal", "high", "urgent")}
 _NOBODY = Markup('<span class="muted">—</span>')
 
 
 def status_badge(status: str) -> Markup:
-    return _STATUS.get(str(status)) or _badge("status", str(status))
+    return _badge("status", str(status))
 
 
 def priority_badge(priority: str) -> Markup:
-    return _PRIORITY.get(str(priority)) or _badge("priority", str(priority))
+    return _badge("priority", str(priority))
 
 
 def person(p: _Person | None) -> Markup:

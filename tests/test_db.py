@@ -1,16 +1,19 @@
 """SQLite under keepdesk's own driver and sessions (db.py, sqlite_driver.py): writers take turns
 in arrival order, a reader never waits behind them, a writer that waits too long hears what
-SQLite would say, and a database in memory stays one database."""
+SQLite would say, a commit never stops to copy the WAL back (the checkpointer does, beside
+the writers), and a database in memory stays one database."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from keepdesk import db as db_module
 from keepdesk.db import Database
 
 
@@ -97,5 +100,55 @@ async def test_a_database_in_memory_is_one_database() -> None:
         await _write(db, "someone", [])
         async with db.session() as reader:
             assert (await reader.execute(text("SELECT who FROM seen"))).scalar() == "someone"
+    finally:
+        await db.dispose()
+
+
+def _wal_pages(path: Path) -> int:
+    """Pages the WAL file has room for (SQLite starts it over after a full checkpoint, but never
+    shrinks it): read off the file, since asking SQLite would checkpoint."""
+    size = path.with_name(path.name + "-wal").stat().st_size
+    return (size - 32) // (4096 + 24)
+
+
+def _rows_in_database_file(path: Path) -> int:
+    """The rows the database file itself holds, without the WAL (immutable=1 never reads it)."""
+    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as probe:
+        return int(probe.execute("SELECT count(*) FROM pages").fetchone()[0])
+
+
+async def test_commits_leave_the_wal_to_the_checkpointer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "wal.sqlite3"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with db.session(write=True) as session:
+            await session.execute(text("CREATE TABLE pages (body BLOB)"))
+            await session.commit()
+        assert db._checkpointer is not None
+        await db._checkpointer.close()  # the checkpoint the first write started
+        # No checkpoint for a while: 1,500 pages go into the WAL in 30 commits. SQLite's own
+        # automatic checkpoint (at 1,000 pages) would have run inside one of those commits and
+        # started the WAL over, so it would have room for little more than 1,000.
+        monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_SECONDS", 3600)
+        for _ in range(30):
+            async with db.session(write=True) as session:
+                await session.execute(
+                    text("INSERT INTO pages VALUES (randomblob(3900))"), [{}] * 50
+                )
+                await session.commit()
+        assert _wal_pages(path) >= 1500
+        assert _rows_in_database_file(path) == 0
+
+        # The next write after the interval starts the checkpointer, which copies it all.
+        monkeypatch.setattr(db_module, "CHECKPOINT_EVERY_SECONDS", 0)
+        async with db.session(write=True) as session:
+            await session.execute(text("DELETE FROM pages WHERE rowid % 2 = 0"))
+            await session.commit()
+        await db._checkpointer.close()
+        assert _rows_in_database_file(path) == 750
+        async with db.session() as reader:
+            assert (await reader.execute(text("SELECT count(*) FROM pages"))).scalar() == 750
     finally:
         await db.dispose()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from keepdesk.accounts import service as accounts
+from keepdesk.accounts.models import Contact
+from keepdesk.runtime import Runtime
 from tests.conftest import World
 
 
@@ -111,3 +115,27 @@ async def test_a_contact_cannot_take_another_contacts_address(world: World) -> N
     assert response.json()["error"]["code"] == "email_taken"
     assert (await dave.get(f"/api/v1/contacts/{zoe}")).json()["email"] == "zoe@example.org"
     assert (await dave.patch("/api/v1/contacts/9999", json={"name": "x"})).status_code == 404
+
+
+async def test_a_contact_created_meanwhile_is_found_not_duplicated(
+    world: World, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction creates the contact between our look-up and our insert (a mail and
+    the API at once): the insert makes nothing, and the contact it made is the one used."""
+    first = await add_contact(world.client("alice"), "race@customer.test", "Race")
+    look_up = accounts.find_contact_by_email
+    calls: list[str] = []
+
+    async def missed_once(session: AsyncSession, email: str) -> Contact | None:
+        calls.append(email)
+        return None if len(calls) == 1 else await look_up(session, email)
+
+    monkeypatch.setattr(accounts, "find_contact_by_email", missed_once)
+    async with runtime.db.session(write=True) as session:
+        contact = await accounts.find_or_create_contact(
+            session, email="Race@Customer.test", name="Someone else", now=runtime.clock.now()
+        )
+        await session.commit()
+    assert (contact.id, contact.name) == (first, "Race")
+    assert calls == ["race@customer.test", "race@customer.test"]
+    assert await search(world.client("alice"), "race@") == ["race@customer.test"]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor, require_admin
@@ -479,15 +480,21 @@ async def find_or_create_contact(
         if not contact.name and name:
             contact.name = " ".join(name.split())[:200]
         return contact
-    try:
-        async with session.begin_nested():
-            return await create_contact(session, email=email, name=name, now=now)
-    except IntegrityError:
-        # Another transaction created the same contact between our look-up and insert.
-        found = await find_contact_by_email(session, email)
-        if found is None:
-            raise
-        return found
+    # One statement, no savepoint: a contact another transaction created between our look-up
+    # and this insert is a conflict that inserts nothing, and the look-up after finds it.
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    created: Contact | None = await session.scalar(
+        insert(Contact)
+        .values(email=email, name=" ".join(name.split())[:200], created_at=now)
+        .on_conflict_do_nothing()
+        .returning(Contact)
+    )
+    if created is not None:
+        return created
+    found = await find_contact_by_email(session, email)
+    if found is None:
+        raise Conflict(f"the contact {email} could not be created; try again", code="conflict")
+    return found
 
 
 async def get_contact(session: AsyncSession, contact_id: int) -> Contact:

@@ -158,6 +158,37 @@ async def ingest(
         known = await find_receipt(session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid)
         if known is not None:
             return Ingested(known.outcome, "this UID was processed before")
+    result = await _ingest_new(
+        session,
+        runtime=runtime,
+        mailbox=mailbox,
+        raw=raw,
+        blob_key=blob_key,
+        now=now,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        limits=limits,
+        historic=historic,
+    )
+    if mailbox is not None:
+        # Counted last, so it goes out in the same UPDATE as the caller's cursor move.
+        mailbox.fetched_count += 1
+    return result
+
+
+async def _ingest_new(
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    mailbox: Mailbox | None,
+    raw: bytes,
+    blob_key: str,
+    now: datetime,
+    uidvalidity: int | None,
+    uid: int | None,
+    limits: MailLimits | None,
+    historic: bool,
+) -> Ingested:
     content_sha = hashlib.sha256(raw).hexdigest()
     ours = await own_addresses(session)
     parsed = await asyncio.to_thread(
@@ -174,8 +205,6 @@ async def ingest(
         imap_done=False,
         outcome=ReceiptOutcome.quarantined,
     )
-    if mailbox is not None:
-        mailbox.fetched_count += 1
 
     async def hold(reason: str, detail: str, subject: str = "", sender: str = "") -> Ingested:
         held = await session.scalar(

@@ -7,6 +7,13 @@ people and, from a correlated subquery, their tags) into small records it is a f
 A list never changes what it shows, so nothing here needs the identity map or change tracking.
 (The records are not frozen: a frozen dataclass sets each field through `object.__setattr__`,
 a fifth of the cost of reading a page.)
+
+On SQLite a page is that one statement, its ids a subquery. On PostgreSQL it is two: the
+page's ids, then the rows by `id = ANY(:ids)`. PostgreSQL planned the one statement afresh
+on every call (1.9 ms to plan, 1.2 ms to run at 100,000 tickets); the ids alone plan in a
+fraction of that, and the second statement, the same whatever the page, keeps one generic
+plan. In process: 4.5 ms -> 2.5 ms for the fifty newest tickets. On SQLite the second trip
+would cost more than it saves (1.6 ms -> 2.2 ms).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ARRAY, ColumnElement, Integer, Select, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.models import Agent, Contact, Team
@@ -107,15 +114,36 @@ _WITH_PEOPLE = select(*_COLUMNS).select_from(
 )
 
 
-def rows_query(ids: Select[Any], order: Sequence[ColumnElement[Any]]) -> Select[Any]:
-    """The tickets whose ids `ids` selects, with their people, in `order` (one statement)."""
-    return _WITH_PEOPLE.where(_tickets.c.id.in_(ids)).order_by(*order)
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """How a page of list rows is read: `rows` alone, or `ids` first and then `rows` for them
+    (see the module's docstring). Built once, it may be run again and again."""
+
+    rows: Select[Any]
+    ids: Select[Any] | None = None
 
 
-async def load(session: AsyncSession, query: Select[Any]) -> list[TicketRow]:
-    """The rows of a `rows_query` statement (one built earlier may be run again): one statement
-    whatever the page size, the tickets with their people and tags."""
-    found = (await session.execute(query)).all()
+_IDS = bindparam("ids", type_=ARRAY(Integer))
+
+
+def page_query(ids: Select[Any], order: Sequence[ColumnElement[Any]], dialect: str) -> PageQuery:
+    """The tickets whose ids `ids` selects, with their people, in `order`."""
+    if dialect == "postgresql":
+        return PageQuery(
+            rows=_WITH_PEOPLE.where(_tickets.c.id == any_(_IDS)).order_by(*order), ids=ids
+        )
+    return PageQuery(
+        rows=_WITH_PEOPLE.where(_tickets.c.id.in_(ids.correlate(None))).order_by(*order)
+    )
+
+
+async def load(session: AsyncSession, query: PageQuery) -> list[TicketRow]:
+    """The rows of a page: the tickets with their people and tags, in the page's order."""
+    if query.ids is None:
+        found = (await session.execute(query.rows)).all()
+    else:
+        ids = list((await session.scalars(query.ids)).all())
+        found = (await session.execute(query.rows, {"ids": ids})).all() if ids else []
     return [
         TicketRow(
             id=r[0],

@@ -139,9 +139,8 @@ async def search_tickets(
         .where(*clauses)
         .order_by(key.desc())
         .limit(limit + 1)
-        .correlate(None)
     )
-    tickets = await rows.load(session, rows.rows_query(page, (tickets_table.c.id.desc(),)))
+    tickets = await rows.load(session, rows.page_query(page, (tickets_table.c.id.desc(),), dialect))
     more = len(tickets) > limit
     tickets = tickets[:limit]
     return Page(tickets, encode_cursor("search", tickets[-1].id) if more else None)

@@ -15,14 +15,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
+from keepdesk.accounts.models import Agent, Contact
 from keepdesk.blobs import BlobStore
 from keepdesk.outbox import service as outbox
 from keepdesk.outbox.service import Delivery
-from keepdesk.tickets import queries
-from keepdesk.tickets.models import EventAction, Message, MessageKind, Ticket, TicketEvent
+from keepdesk.tickets.models import (
+    Attachment,
+    EventAction,
+    Message,
+    MessageKind,
+    Ticket,
+    TicketEvent,
+)
+from keepdesk.tickets.rows import PersonRow
 
 MAX_MESSAGES = 500
 MAX_EVENTS = 2000
@@ -83,9 +92,45 @@ class EventGroup:
     is_events = True
 
 
+# The page reads its thread as plain rows, like the lists (tickets/rows.py): as ORM objects
+# with their authors and attachments, a thread of 25 messages was 6 ms of the page's 21.
+
+
+@dataclass(slots=True)
+class AttachmentRow:
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    is_inline: bool
+
+
+@dataclass(slots=True)
+class MessageRow:
+    id: int
+    kind: MessageKind
+    body_text: str
+    body_html: str | None
+    created_at: datetime
+    author_agent: PersonRow | None
+    author_contact: PersonRow | None
+    attachments: list[AttachmentRow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EventRow:
+    action: EventAction
+    field: str | None
+    before: Any
+    after: Any
+    created_at: datetime
+    actor_agent: PersonRow | None
+    actor_contact: PersonRow | None
+
+
 @dataclass(frozen=True)
 class MessageItem:
-    message: Message
+    message: MessageRow
     delivery: Delivery | None
     mail: MailFacts | None
     has_remote_images: bool
@@ -94,7 +139,102 @@ class MessageItem:
     is_events = False
 
 
-def _name_of(event: TicketEvent) -> str:
+_messages = Message.__table__.c
+_attachments = Attachment.__table__.c
+_events = TicketEvent.__table__.c
+_agents = Agent.__table__
+_contacts = Contact.__table__
+
+_MESSAGES = (
+    select(
+        _messages.id,
+        _messages.kind,
+        _messages.body_text,
+        _messages.body_html,
+        _messages.created_at,
+        _agents.c.id,
+        _agents.c.email,
+        _agents.c.name,
+        _contacts.c.id,
+        _contacts.c.email,
+        _contacts.c.name,
+    )
+    .select_from(
+        Message.__table__.outerjoin(_agents, _agents.c.id == _messages.author_agent_id).outerjoin(
+            _contacts, _contacts.c.id == _messages.author_contact_id
+        )
+    )
+    .order_by(_messages.id)
+)
+_ATTACHMENTS = select(
+    _attachments.message_id,
+    _attachments.id,
+    _attachments.filename,
+    _attachments.content_type,
+    _attachments.size,
+    _attachments.is_inline,
+).order_by(_attachments.id)
+# Each message has its own line in the thread; its event would only repeat it.
+_EVENTS = (
+    select(
+        _events.action,
+        _events.field,
+        _events.before,
+        _events.after,
+        _events.created_at,
+        _agents.c.id,
+        _agents.c.email,
+        _agents.c.name,
+        _contacts.c.id,
+        _contacts.c.email,
+        _contacts.c.name,
+    )
+    .select_from(
+        TicketEvent.__table__.outerjoin(_agents, _agents.c.id == _events.actor_agent_id).outerjoin(
+            _contacts, _contacts.c.id == _events.actor_contact_id
+        )
+    )
+    .where(_events.action != EventAction.message_added)
+    .order_by(_events.id)
+)
+
+
+def _person(id_: int | None, email: str, name: str) -> PersonRow | None:
+    return PersonRow(id_, email, name) if id_ is not None else None
+
+
+async def _thread(session: AsyncSession, ticket_id: int) -> tuple[list[MessageRow], bool]:
+    """The first `MAX_MESSAGES` messages with their authors and attachments (two statements),
+    and whether there were more."""
+    found = (
+        await session.execute(
+            _MESSAGES.where(_messages.ticket_id == ticket_id).limit(MAX_MESSAGES + 1)
+        )
+    ).all()
+    messages = [
+        MessageRow(r[0], r[1], r[2], r[3], r[4], _person(r[5], r[6], r[7]), _person(*r[8:11]))
+        for r in found[:MAX_MESSAGES]
+    ]
+    by_id = {m.id: m for m in messages}
+    for r in (await session.execute(_ATTACHMENTS.where(_attachments.ticket_id == ticket_id))).all():
+        message = by_id.get(r[0])
+        if message is not None:
+            message.attachments.append(AttachmentRow(r[1], r[2], r[3], r[4], r[5]))
+    return messages, len(found) > MAX_MESSAGES
+
+
+async def _history(session: AsyncSession, ticket_id: int) -> tuple[list[EventRow], bool]:
+    found = (
+        await session.execute(_EVENTS.where(_events.ticket_id == ticket_id).limit(MAX_EVENTS + 1))
+    ).all()
+    events = [
+        EventRow(r[0], r[1], r[2], r[3], r[4], _person(r[5], r[6], r[7]), _person(*r[8:11]))
+        for r in found[:MAX_EVENTS]
+    ]
+    return events, len(found) > MAX_EVENTS
+
+
+def _name_of(event: EventRow) -> str:
     if event.actor_agent is not None:
         return event.actor_agent.name
     if event.actor_contact is not None:
@@ -102,7 +242,7 @@ def _name_of(event: TicketEvent) -> str:
     return "keepdesk"
 
 
-def _describe(event: TicketEvent, agents: Mapping[int, str], teams: Mapping[int, str]) -> str:
+def _describe(event: EventRow, agents: Mapping[int, str], teams: Mapping[int, str]) -> str:
     who = _name_of(event)
     if event.action == EventAction.created:
         return f"{who} opened the ticket"
@@ -130,14 +270,13 @@ async def timeline(
     ticket: Ticket,
     mail_facts: MailFactsLoader,
 ) -> tuple[list[MessageItem | EventGroup], bool]:
-    messages = await queries.list_messages(session, ticket=ticket, cursor=None, limit=MAX_MESSAGES)
-    events = await queries.list_events(session, ticket=ticket, cursor=None, limit=MAX_EVENTS)
-    ids = [m.id for m in messages.items]
+    messages, more_messages = await _thread(session, ticket.id)
+    shown, more_events = await _history(session, ticket.id)
+    ids = [m.id for m in messages]
     deliveries = await outbox.deliveries_for_messages(
-        session, [m.id for m in messages.items if m.kind == MessageKind.reply]
+        session, [m.id for m in messages if m.kind == MessageKind.reply]
     )
     facts = await mail_facts(session, ids)
-    shown = [e for e in events.items if e.action != EventAction.message_added]
     agent_ids = {e.after for e in shown if e.field == "assignee" and isinstance(e.after, int)}
     team_ids = {e.after for e in shown if e.field == "team" and isinstance(e.after, int)}
     agents: dict[int, str] = {}
@@ -148,7 +287,7 @@ async def timeline(
     if team_ids:
         teams = {t.id: t.name for t in await accounts.list_teams(session) if t.id in team_ids}
 
-    entries: list[tuple[datetime, int, MessageItem | TicketEvent]] = [
+    entries: list[tuple[datetime, int, MessageItem | EventRow]] = [
         (
             m.created_at,
             1,
@@ -160,7 +299,7 @@ async def timeline(
                 m.kind == MessageKind.customer and m.id != ids[0],
             ),
         )
-        for m in messages.items
+        for m in messages
     ]
     entries += [(e.created_at, 0, e) for e in shown]
     entries.sort(key=lambda entry: (entry[0], entry[1]))
@@ -174,7 +313,7 @@ async def timeline(
         group = items[-1]
         assert isinstance(group, EventGroup)
         group.lines.append(_describe(entry, agents, teams))
-    truncated = messages.next_cursor is not None or events.next_cursor is not None
+    truncated = more_messages or more_events
     return items, truncated
 
 

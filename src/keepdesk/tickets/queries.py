@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, true, tuple_, union_all
+from sqlalchemy import ColumnElement, Row, Select, func, or_, select, true, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -426,10 +426,11 @@ def _counts_statement(
 
 async def list_requester_tickets(
     session: AsyncSession, *, actor: Actor, ticket: Ticket, limit: int = 10
-) -> list[Ticket]:
-    """The requester's other tickets the actor may see, newest first (the ticket page's panel)."""
+) -> list[Row[int, str, TicketStatus]]:
+    """The number, subject and status of the requester's other tickets the actor may see,
+    newest first (the ticket page's panel): plain rows, not ten whole tickets."""
     query = (
-        select(Ticket)
+        select(Ticket.number, Ticket.subject, Ticket.status)
         .where(
             Ticket.requester_id == ticket.requester_id,
             Ticket.id != ticket.id,
@@ -438,4 +439,4 @@ async def list_requester_tickets(
         .order_by(Ticket.created_at.desc(), Ticket.id.desc())
         .limit(limit)
     )
-    return list((await session.scalars(query)).all())
+    return list((await session.execute(query)).all())

@@ -234,6 +234,8 @@ class Checkpointer:
     async def close(self) -> None:
         running = self.running
         if running is not None:
+            if running.get_loop() is not asyncio.get_running_loop():
+                return  # still someone else's to finish (a test's earlier loop)
             await asyncio.gather(running, return_exceptions=True)
         if self.connection is not None:
             self.connection.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, FromClause, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
@@ -145,27 +145,42 @@ _events = TicketEvent.__table__.c
 _agents = Agent.__table__
 _contacts = Contact.__table__
 
-_MESSAGES = (
-    select(
-        _messages.id,
-        _messages.kind,
-        _messages.body_text,
-        _messages.body_html,
-        _messages.created_at,
-        _agents.c.id,
-        _agents.c.email,
-        _agents.c.name,
-        _contacts.c.id,
-        _contacts.c.email,
-        _contacts.c.name,
-    )
-    .select_from(
-        Message.__table__.outerjoin(_agents, _agents.c.id == _messages.author_agent_id).outerjoin(
-            _contacts, _contacts.c.id == _messages.author_contact_id
+
+_PEOPLE = (
+    _agents.c.id,
+    _agents.c.email,
+    _agents.c.name,
+    _contacts.c.id,
+    _contacts.c.email,
+    _contacts.c.name,
+)
+
+
+def _with_people(
+    table: FromClause,
+    agent_id: ColumnElement[Any],
+    contact_id: ColumnElement[Any],
+    *columns: ColumnElement[Any],
+) -> Select[Any]:
+    """`columns` of `table`'s rows, then the six of the agent and the contact each row names
+    (either may be missing), as `_person` reads them."""
+    return select(*columns, *_PEOPLE).select_from(
+        table.outerjoin(_agents, _agents.c.id == agent_id).outerjoin(
+            _contacts, _contacts.c.id == contact_id
         )
     )
-    .order_by(_messages.id)
-)
+
+
+_MESSAGES = _with_people(
+    Message.__table__,
+    _messages.author_agent_id,
+    _messages.author_contact_id,
+    _messages.id,
+    _messages.kind,
+    _messages.body_text,
+    _messages.body_html,
+    _messages.created_at,
+).order_by(_messages.id)
 _ATTACHMENTS = select(
     _attachments.message_id,
     _attachments.id,
@@ -176,23 +191,15 @@ _ATTACHMENTS = select(
 ).order_by(_attachments.id)
 # Each message has its own line in the thread; its event would only repeat it.
 _EVENTS = (
-    select(
+    _with_people(
+        TicketEvent.__table__,
+        _events.actor_agent_id,
+        _events.actor_contact_id,
         _events.action,
         _events.field,
         _events.before,
         _events.after,
         _events.created_at,
-        _agents.c.id,
-        _agents.c.email,
-        _agents.c.name,
-        _contacts.c.id,
-        _contacts.c.email,
-        _contacts.c.name,
-    )
-    .select_from(
-        TicketEvent.__table__.outerjoin(_agents, _agents.c.id == _events.actor_agent_id).outerjoin(
-            _contacts, _contacts.c.id == _events.actor_contact_id
-        )
     )
     .where(_events.action != EventAction.message_added)
     .order_by(_events.id)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -189,8 +189,12 @@ async def _pass(
     if not rescan:
         await _finish_pending(runtime, imap, mailbox, uidvalidity)
     uids = await imap.uids_after(last_uid)
-    for uid in uids[:max_messages]:
-        outcome = await _one(runtime, imap, mailbox, uidvalidity, uid, limits, rescan)
+    batch = uids[:max_messages]
+    known = await _receipts_among(runtime, mailbox.id, uidvalidity, batch)
+    for uid in batch:
+        outcome = await _one(
+            runtime, imap, mailbox, uidvalidity, uid, limits, rescan, known=known.get(uid)
+        )
         if outcome is None:
             continue
         report.fetched += 1
@@ -230,6 +234,26 @@ async def _finish_pending(
             await _mark_done(runtime, receipt.id)
 
 
+async def _receipts_among(
+    runtime: Runtime, mailbox_id: int, uidvalidity: int, uids: list[int]
+) -> dict[int, MailReceipt]:
+    """The receipts already committed for these UIDs, in one look-up for the pass (one per mail
+    cost a session each). There are none unless the cursor was lost or a rescan runs: a
+    receipt and its cursor move commit together. Another fetcher committing one meanwhile is
+    caught by the receipt's unique key (`_one`)."""
+    if not uids:
+        return {}
+    async with runtime.db.session() as session:
+        found = await session.scalars(
+            select(MailReceipt).where(
+                MailReceipt.mailbox_id == mailbox_id,
+                MailReceipt.uidvalidity == uidvalidity,
+                MailReceipt.uid.between(min(uids), max(uids)),
+            )
+        )
+        return {r.uid: r for r in found if r.uid is not None}
+
+
 async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | None]:
     """The raw bytes, or None with the reason after every attempt came back short (F3)."""
     reason = None
@@ -252,11 +276,9 @@ async def _one(
     uid: int,
     limits: MailLimits,
     rescan: bool,
+    *,
+    known: MailReceipt | None,
 ) -> ReceiptOutcome | None:
-    async with runtime.db.session() as session:
-        known = await ingesting.find_receipt(
-            session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid
-        )
     if known is not None:
         # Fetched and committed before (the cursor was lost): finish its server action only.
         if not known.imap_done and not rescan:
@@ -467,9 +489,13 @@ async def _mark_done(runtime: Runtime, receipt_id: int) -> None:
 
 async def _mark_done_uid(runtime: Runtime, mailbox_id: int, uidvalidity: int, uid: int) -> None:
     async with runtime.db.session(write=True) as session:
-        receipt = await ingesting.find_receipt(
-            session, mailbox_id=mailbox_id, uidvalidity=uidvalidity, uid=uid
+        await session.execute(
+            update(MailReceipt)
+            .where(
+                MailReceipt.mailbox_id == mailbox_id,
+                MailReceipt.uidvalidity == uidvalidity,
+                MailReceipt.uid == uid,
+            )
+            .values(imap_done=True)
         )
-        if receipt is not None:
-            receipt.imap_done = True
-            await session.commit()
+        await session.commit()

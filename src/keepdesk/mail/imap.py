@@ -58,6 +58,7 @@ class ImapClient:
         self._client: aioimaplib.IMAP4 | None = None
         self.capabilities: set[str] = set()
         self.separator = "/"
+        self._folders: set[str] = set()  # made sure of on this connection
         # Why the connection ended under us (the server closed it, or sent BYE and closed).
         self._lost: str | None = None
 
@@ -113,6 +114,7 @@ class ImapClient:
 
     async def connect(self) -> None:
         s = self.server
+        self._folders = set()
         if s.security == Security.tls:
             self._client = aioimaplib.IMAP4_SSL(
                 host=s.host,
@@ -239,8 +241,13 @@ class ImapClient:
         return Fetched(uid=uid, size=size, data=data or b"")
 
     async def ensure_folder(self, folder: str) -> None:
-        # "already exists" answers NO; either way the folder is there afterwards.
+        # "already exists" answers NO; either way the folder is there afterwards. Asked once
+        # per connection (it was a round trip for every mail moved); a folder someone deletes
+        # meanwhile fails that MOVE, and the next pass, on a new connection, creates it again.
+        if folder in self._folders:
+            return
         await self._call(self.client.create(_quote(folder)), "CREATE")
+        self._folders.add(folder)
 
     async def move(self, uid: int, folder: str) -> bool:
         """Move one message; False when the server can only flag it (no MOVE, no UIDPLUS)."""

@@ -1,10 +1,10 @@
 """Mail ingest: a generated batch of new mails and replies through keepdesk's real path.
 
-In process, each mail goes the fetcher's way: raw bytes into the blob store (fsynced), then one
-transaction per mail that runs `keepdesk.mail.ingest.ingest`, advances the mailbox cursor and
-commits. Through IMAP, the same batch is appended to a real Dovecot and `fetch_once` takes it
-from there (fetch, store, commit, then MOVE on the server). The standard library's parse of the
-same batch is the same-run ceiling.
+In process, each mail goes the fetcher's way: raw bytes into the blob store (fsynced), the
+parse, then one transaction per mail that runs `keepdesk.mail.ingest.ingest`, advances the
+mailbox cursor and commits. Through IMAP, the same batch is appended to a real Dovecot and
+`fetch_once` takes it from there (fetch, store, commit, then MOVE on the server). The standard
+library's parse of the same batch is the same-run ceiling.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bench.text import TextMaker, as_html
 from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.mail import mailboxes
 from keepdesk.mail.fetcher import fetch_once
-from keepdesk.mail.ingest import ingest
+from keepdesk.mail.ingest import ingest, parse
 from keepdesk.mail.models import Mailbox, MailMessage, ProcessedAction
 from keepdesk.runtime import Runtime
 from keepdesk.tickets.models import Ticket, TicketStatus
@@ -149,15 +149,18 @@ class IngestResult:
 
 
 async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResult:
-    """The fetcher's order per mail, without the IMAP round trips: blob (fsync), then one
-    transaction that records it and moves the mailbox cursor, committed before the next."""
+    """The fetcher's order per mail, without the IMAP round trips: blob (fsync), parse, then
+    one transaction that records it and moves the mailbox cursor, committed before the next."""
     uidvalidity = int(time.time()) % 1_000_000_000
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
     started = time.perf_counter()
+    async with runtime.db.session() as session:
+        own = await mailboxes.own_addresses(session)  # the fetcher reads them once a pass
     for uid, raw in enumerate(mails, start=1):
         t0 = time.perf_counter()
         blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
+        parsed = await parse(runtime, raw, own=own)
         async with runtime.db.session(write=True) as session:
             mailbox = await session.get(Mailbox, 1)
             result = await ingest(
@@ -169,6 +172,7 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
                 now=runtime.clock.now(),
                 uidvalidity=uidvalidity,
                 uid=uid,
+                parsed=parsed,
             )
             if mailbox is not None:
                 mailbox.last_uid = max(mailbox.last_uid, uid)

@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, insert, select
 
+from keepdesk.mail import ingest as ingest_module
+from keepdesk.mail import parsing
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox, MailReceipt, QuarantinedMail, ReceiptOutcome
+from keepdesk.mail.parsing import ParsedMail, Rejected
 from keepdesk.runtime import Runtime
-from keepdesk.tickets.models import Message, Ticket
+from keepdesk.tickets.models import Message, Tag, Ticket
 from keepdesk.workers.mail_fetch import fetch_all
 from tests.mail_fetch.conftest import ImapAccount
 
@@ -169,3 +174,41 @@ async def test_idle_wakes_up_for_new_mail(
     assert report.ingested == 1
     # IDLE returned on the server's EXISTS, long before the 30 s were up.
     assert time.monotonic() - started < 15
+
+
+async def test_a_reply_is_not_kept_waiting_while_the_fetcher_parses_a_mail(
+    runtime: Runtime,
+    mailbox: Mailbox,
+    imap_account: ImapAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fetcher parses before its write transaction: on SQLite, with one writer at a time,
+    an agent's reply written meanwhile goes through instead of waiting for the parse."""
+    loop = asyncio.get_running_loop()
+    written: list[str] = []
+
+    async def agents_write() -> None:
+        async with runtime.db.session(write=True) as session:
+            await session.execute(insert(Tag).values(name="written-during-parse"))
+            await session.commit()
+        written.append("reply")
+
+    real_parse = parsing.parse_mail
+    kept_waiting: list[str] = []
+
+    def parse_while_someone_writes(raw: bytes, **kwargs: Any) -> ParsedMail | Rejected:
+        if not written and not kept_waiting:
+            # In the parser's thread: the write should be done while the parse still runs.
+            reply = asyncio.run_coroutine_threadsafe(agents_write(), loop)
+            try:
+                reply.result(timeout=5)
+            except TimeoutError:
+                kept_waiting.append("the reply waited for the fetcher's transaction")
+        return real_parse(raw, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "parse_mail", parse_while_someone_writes)
+    await imap_account.append(mail(1))
+    report = await fetch_once(runtime, mailbox.id)
+    assert kept_waiting == []
+    assert (report.ingested, report.errors, written) == (1, [], ["reply"])
+    assert await counts(runtime) == (1, 1)

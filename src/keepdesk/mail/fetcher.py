@@ -1,8 +1,8 @@
 """One fetch pass over one mailbox, in the order that loses nothing (AC-1 to AC-6):
 
     SELECT → UID SEARCH after the cursor → per UID: size check → BODY.PEEK[] →
-    raw bytes to the blob store (fsynced) → one transaction: receipt, ticket/message, cursor →
-    only then MOVE / flag / delete on the server → mark the receipt done.
+    raw bytes to the blob store (fsynced) → parse → one transaction: receipt, ticket/message,
+    cursor → only then MOVE / flag / delete on the server → mark the receipt done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
 or a committed receipt whose server action is redone on the next pass. A UIDVALIDITY change
@@ -27,8 +27,9 @@ from keepdesk.faults import crash_point
 from keepdesk.mail import ingest as ingesting
 from keepdesk.mail.imap import ImapClient, ImapError
 from keepdesk.mail.limits import MailLimits
-from keepdesk.mail.mailboxes import imap_server
+from keepdesk.mail.mailboxes import imap_server, own_addresses
 from keepdesk.mail.models import Mailbox, MailReceipt, ProcessedAction, ReceiptOutcome
+from keepdesk.mail.parsing import ParsedMail, Rejected
 from keepdesk.runtime import Runtime
 
 log = logging.getLogger("keepdesk.mail.fetcher")
@@ -191,9 +192,10 @@ async def _pass(
     uids = await imap.uids_after(last_uid)
     batch = uids[:max_messages]
     known = await _receipts_among(runtime, mailbox.id, uidvalidity, batch)
+    own = await _own_addresses(runtime) if batch else frozenset[str]()
     for uid in batch:
         outcome = await _one(
-            runtime, imap, mailbox, uidvalidity, uid, limits, rescan, known=known.get(uid)
+            runtime, imap, mailbox, uidvalidity, uid, limits, rescan, known=known.get(uid), own=own
         )
         if outcome is None:
             continue
@@ -254,6 +256,24 @@ async def _receipts_among(
         return {r.uid: r for r in found if r.uid is not None}
 
 
+async def _own_addresses(runtime: Runtime) -> frozenset[str]:
+    async with runtime.db.session() as session:
+        return await own_addresses(session)
+
+
+async def _parse_first(
+    runtime: Runtime, raw: bytes, limits: MailLimits, own: frozenset[str], uid: int
+) -> ParsedMail | Rejected | None:
+    """The mail parsed before its write transaction opens (2-3 ms of CPU the database's one
+    writer then does not wait through). None when the parser itself failed: the transaction
+    parses again, and its attempts and quarantine deal with it as before."""
+    try:
+        return await ingesting.parse(runtime, raw, own=own, limits=limits)
+    except Exception:
+        log.exception("parsing UID %d failed before its transaction", uid)
+        return None
+
+
 async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | None]:
     """The raw bytes, or None with the reason after every attempt came back short (F3)."""
     reason = None
@@ -278,6 +298,7 @@ async def _one(
     rescan: bool,
     *,
     known: MailReceipt | None,
+    own: frozenset[str],
 ) -> ReceiptOutcome | None:
     if known is not None:
         # Fetched and committed before (the cursor was lost): finish its server action only.
@@ -305,6 +326,7 @@ async def _one(
     crash_point("CP3")
     blob_key = await asyncio.to_thread(runtime.blobs.put, body)
     crash_point("CP4")
+    parsed = None if incomplete else await _parse_first(runtime, body, limits, own, uid)
 
     outcome = None
     for attempt in range(1, PROCESS_ATTEMPTS + 1):
@@ -319,6 +341,7 @@ async def _one(
                 limits,
                 rescan,
                 quarantine=(reason, incomplete) if incomplete else None,
+                parsed=parsed,
             )
             break
         except IntegrityError:
@@ -362,6 +385,7 @@ async def _commit(
     rescan: bool,
     *,
     quarantine: tuple[str, str] | None,
+    parsed: ParsedMail | Rejected | None = None,
 ) -> ReceiptOutcome:
     now = runtime.clock.now()
     async with runtime.db.session(write=True) as session:
@@ -429,6 +453,7 @@ async def _commit(
                 uidvalidity=uidvalidity,
                 uid=uid,
                 limits=limits,
+                parsed=parsed,
             )
             outcome = result.outcome
         mailbox.last_uid = max(mailbox.last_uid, uid)

@@ -103,6 +103,16 @@ async def find_receipt(
     )
 
 
+async def parse(
+    runtime: Runtime, raw: bytes, *, own: frozenset[str], limits: MailLimits | None = None
+) -> ParsedMail | Rejected:
+    """The mail parsed in a worker thread, under the CPU and size limits. The fetcher parses
+    before its write transaction, so the database's one writer is not held for it."""
+    return await asyncio.to_thread(
+        parse_mail, raw, limits=limits or limits_for(runtime), own_addresses=own
+    )
+
+
 async def quarantine(
     session: AsyncSession,
     *,
@@ -150,10 +160,12 @@ async def ingest(
     uid: int | None = None,
     limits: MailLimits | None = None,
     historic: bool = False,
+    parsed: ParsedMail | Rejected | None = None,
 ) -> Ingested:
     """Ingest one mail. `historic` is for importing an old shared inbox: the mail keeps its own
     date, nothing is acknowledged, and mail the support address sent becomes the replies of
-    the threads it belongs to."""
+    the threads it belongs to. `parsed` is the mail's `parse` when the caller has it already;
+    else it is parsed here."""
     if mailbox is not None and uidvalidity is not None and uid is not None:
         known = await find_receipt(session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid)
         if known is not None:
@@ -169,6 +181,7 @@ async def ingest(
         uid=uid,
         limits=limits,
         historic=historic,
+        parsed=parsed,
     )
     if mailbox is not None:
         # Counted last, so it goes out in the same UPDATE as the caller's cursor move.
@@ -188,12 +201,12 @@ async def _ingest_new(
     uid: int | None,
     limits: MailLimits | None,
     historic: bool,
+    parsed: ParsedMail | Rejected | None,
 ) -> Ingested:
     content_sha = hashlib.sha256(raw).hexdigest()
     ours = await own_addresses(session)
-    parsed = await asyncio.to_thread(
-        parse_mail, raw, limits=limits or limits_for(runtime), own_addresses=ours
-    )
+    if parsed is None:
+        parsed = await parse(runtime, raw, own=ours, limits=limits)
     receipt = MailReceipt(
         mailbox_id=mailbox.id if mailbox else None,
         uidvalidity=uidvalidity,

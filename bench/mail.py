@@ -173,6 +173,7 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
                 uidvalidity=uidvalidity,
                 uid=uid,
                 parsed=parsed,
+                own=own,
             )
             if mailbox is not None:
                 mailbox.last_uid = max(mailbox.last_uid, uid)

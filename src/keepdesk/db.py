@@ -202,7 +202,6 @@ class Checkpointer:
         self.started_at = float("-inf")
         self.running: asyncio.Task[None] | None = None
         self.connection: sqlite3.Connection | None = None
-        self.done = 0
 
     def after_write(self) -> None:
         now = time.monotonic()
@@ -214,7 +213,6 @@ class Checkpointer:
     async def _run(self) -> None:
         try:
             await asyncio.to_thread(self._checkpoint)
-            self.done += 1
         except sqlite3.Error as exc:
             # Nothing is lost: the frames stay in the WAL for the next checkpoint.
             log.warning("checkpointing the SQLite WAL failed: %s", exc)

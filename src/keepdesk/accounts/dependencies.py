@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Executable
 
 from keepdesk.accounts import auth
 from keepdesk.accounts.access import Actor
@@ -42,8 +41,8 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
     # (see `record_use`). Written here, a request never holds two connections at once, so a
     # burst larger than the pool cannot wait on itself.
     checked: auth.CredentialCheck | None = getattr(request.state, "credential_use", None)
-    if checked is not None and checked.touch is not None:
-        await _write_use(runtime, checked.kind, checked.id, checked.touch)
+    if checked is not None:
+        await _write_use(runtime, checked)
 
 
 async def record_use(
@@ -60,18 +59,18 @@ async def record_use(
         request.state.credential_use = checked
 
 
-async def _write_use(runtime: Runtime, kind: str, id_: int, statement: Executable) -> None:
-    key = (kind, id_)
-    if key in runtime.touching:
-        return  # another request is writing this one's use right now
+async def _write_use(runtime: Runtime, checked: auth.CredentialCheck) -> None:
+    key = (checked.kind, checked.id)
+    if checked.touch is None or key in runtime.touching:
+        return  # not due, or another request is writing this one's use right now
     runtime.touching.add(key)
     try:
         async with runtime.db.session(write=True) as session:
-            await session.execute(statement)
+            await session.execute(checked.touch)
             await session.commit()
     except SQLAlchemyError as exc:
         # A last use is a hint (the sessions list, token hygiene); the answer has been sent.
-        log.warning("could not record the last use of %s %s: %s", kind, id_, exc)
+        log.warning("could not record the last use of %s %s: %s", checked.kind, checked.id, exc)
     finally:
         runtime.touching.discard(key)
 

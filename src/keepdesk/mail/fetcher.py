@@ -342,6 +342,7 @@ async def _one(
                 rescan,
                 quarantine=(reason, incomplete) if incomplete else None,
                 parsed=parsed,
+                own=own,
             )
             break
         except IntegrityError:
@@ -386,6 +387,7 @@ async def _commit(
     *,
     quarantine: tuple[str, str] | None,
     parsed: ParsedMail | Rejected | None = None,
+    own: frozenset[str] | None = None,
 ) -> ReceiptOutcome:
     now = runtime.clock.now()
     async with runtime.db.session(write=True) as session:
@@ -454,6 +456,7 @@ async def _commit(
                 uid=uid,
                 limits=limits,
                 parsed=parsed,
+                own=own,
             )
             outcome = result.outcome
         mailbox.last_uid = max(mailbox.last_uid, uid)

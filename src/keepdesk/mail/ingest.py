@@ -161,50 +161,18 @@ async def ingest(
     limits: MailLimits | None = None,
     historic: bool = False,
     parsed: ParsedMail | Rejected | None = None,
+    own: frozenset[str] | None = None,
 ) -> Ingested:
     """Ingest one mail. `historic` is for importing an old shared inbox: the mail keeps its own
     date, nothing is acknowledged, and mail the support address sent becomes the replies of
-    the threads it belongs to. `parsed` is the mail's `parse` when the caller has it already;
-    else it is parsed here."""
+    the threads it belongs to. A caller that parsed the mail already (`parse`) passes `parsed`
+    and the `own` addresses it parsed with; else both are read and done here."""
     if mailbox is not None and uidvalidity is not None and uid is not None:
         known = await find_receipt(session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid)
         if known is not None:
             return Ingested(known.outcome, "this UID was processed before")
-    result = await _ingest_new(
-        session,
-        runtime=runtime,
-        mailbox=mailbox,
-        raw=raw,
-        blob_key=blob_key,
-        now=now,
-        uidvalidity=uidvalidity,
-        uid=uid,
-        limits=limits,
-        historic=historic,
-        parsed=parsed,
-    )
-    if mailbox is not None:
-        # Counted last, so it goes out in the same UPDATE as the caller's cursor move.
-        mailbox.fetched_count += 1
-    return result
-
-
-async def _ingest_new(
-    session: AsyncSession,
-    *,
-    runtime: Runtime,
-    mailbox: Mailbox | None,
-    raw: bytes,
-    blob_key: str,
-    now: datetime,
-    uidvalidity: int | None,
-    uid: int | None,
-    limits: MailLimits | None,
-    historic: bool,
-    parsed: ParsedMail | Rejected | None,
-) -> Ingested:
     content_sha = hashlib.sha256(raw).hexdigest()
-    ours = await own_addresses(session)
+    ours = own if own is not None else await own_addresses(session)
     if parsed is None:
         parsed = await parse(runtime, raw, own=ours, limits=limits)
     receipt = MailReceipt(
@@ -218,6 +186,8 @@ async def _ingest_new(
         imap_done=False,
         outcome=ReceiptOutcome.quarantined,
     )
+    if mailbox is not None:
+        mailbox.fetched_count += 1
 
     async def hold(reason: str, detail: str, subject: str = "", sender: str = "") -> Ingested:
         held = await session.scalar(

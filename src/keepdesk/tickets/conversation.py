@@ -31,7 +31,7 @@ from keepdesk.tickets.models import (
     Ticket,
     TicketEvent,
 )
-from keepdesk.tickets.rows import PersonRow
+from keepdesk.tickets.rows import PersonRow, person_or_none
 
 MAX_MESSAGES = 500
 MAX_EVENTS = 2000
@@ -163,7 +163,7 @@ def _with_people(
     *columns: ColumnElement[Any],
 ) -> Select[Any]:
     """`columns` of `table`'s rows, then the six of the agent and the contact each row names
-    (either may be missing), as `_person` reads them."""
+    (either may be missing), as `rows.person_or_none` reads them."""
     return select(*columns, *_PEOPLE).select_from(
         table.outerjoin(_agents, _agents.c.id == agent_id).outerjoin(
             _contacts, _contacts.c.id == contact_id
@@ -206,10 +206,6 @@ _EVENTS = (
 )
 
 
-def _person(id_: int | None, email: str, name: str) -> PersonRow | None:
-    return PersonRow(id_, email, name) if id_ is not None else None
-
-
 async def _thread(session: AsyncSession, ticket_id: int) -> tuple[list[MessageRow], bool]:
     """The first `MAX_MESSAGES` messages with their authors and attachments (two statements),
     and whether there were more."""
@@ -219,7 +215,7 @@ async def _thread(session: AsyncSession, ticket_id: int) -> tuple[list[MessageRo
         )
     ).all()
     messages = [
-        MessageRow(r[0], r[1], r[2], r[3], r[4], _person(r[5], r[6], r[7]), _person(*r[8:11]))
+        MessageRow(r[0], r[1], r[2], r[3], r[4], person_or_none(*r[5:8]), person_or_none(*r[8:11]))
         for r in found[:MAX_MESSAGES]
     ]
     by_id = {m.id: m for m in messages}
@@ -235,7 +231,7 @@ async def _history(session: AsyncSession, ticket_id: int) -> tuple[list[EventRow
         await session.execute(_EVENTS.where(_events.ticket_id == ticket_id).limit(MAX_EVENTS + 1))
     ).all()
     events = [
-        EventRow(r[0], r[1], r[2], r[3], r[4], _person(r[5], r[6], r[7]), _person(*r[8:11]))
+        EventRow(r[0], r[1], r[2], r[3], r[4], person_or_none(*r[5:8]), person_or_none(*r[8:11]))
         for r in found[:MAX_EVENTS]
     ]
     return events, len(found) > MAX_EVENTS

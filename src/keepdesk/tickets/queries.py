@@ -262,7 +262,7 @@ def _page(
     # ids are a statement of their own (rows.PageQuery).
     page = select(_tickets.id).where(*clauses).order_by(*order).limit(limit + 1)
     if _by_status_is_faster(filters, sort):
-        page = _newest_of_each_status(clauses, column, descending, limit + 1)
+        page = _newest_of_each_status(clauses, column, order, descending, limit + 1)
     return rows.page_query(page, order, dialect)
 
 
@@ -279,11 +279,15 @@ def _by_status_is_faster(filters: TicketFilter, sort: TicketSort) -> bool:
 
 
 def _newest_of_each_status(
-    clauses: list[ColumnElement[bool]], column: Any, descending: bool, count: int
+    clauses: list[ColumnElement[bool]],
+    column: Any,
+    order: tuple[ColumnElement[Any], ...],
+    descending: bool,
+    count: int,
 ) -> Select[Any]:
-    """The ids of the first `count` tickets in `column` order, taken from the first `count` of
-    each status (a range of an index each), merged: 0.1 ms where one sort took 114."""
-    order = (column.desc(), _tickets.id.desc()) if descending else (column.asc(), _tickets.id.asc())
+    """The ids of the first `count` tickets in `order` (by `column`, then id), taken from the
+    first `count` of each status (a range of an index each), merged: 0.1 ms where one sort
+    took 114."""
     # SQLite takes no ORDER BY or LIMIT inside a compound SELECT: each part is a subquery.
     parts = []
     for status in TicketStatus:
@@ -430,13 +434,13 @@ async def list_requester_tickets(
     """The number, subject and status of the requester's other tickets the actor may see,
     newest first (the ticket page's panel): plain rows, not ten whole tickets."""
     query = (
-        select(Ticket.number, Ticket.subject, Ticket.status)
+        select(_tickets.number, _tickets.subject, _tickets.status)
         .where(
-            Ticket.requester_id == ticket.requester_id,
-            Ticket.id != ticket.id,
+            _tickets.requester_id == ticket.requester_id,
+            _tickets.id != ticket.id,
             visible_to(actor),
         )
-        .order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        .order_by(_tickets.created_at.desc(), _tickets.id.desc())
         .limit(limit)
     )
     return list((await session.execute(query)).all())

@@ -45,6 +45,11 @@ class PersonRow:
     name: str
 
 
+def person_or_none(id_: int | None, email: str, name: str) -> PersonRow | None:
+    """The person of an outer join's three columns, or None where the join found nobody."""
+    return PersonRow(id_, email, name) if id_ is not None else None
+
+
 @dataclass(slots=True)
 class TeamRow:
     id: int
@@ -160,7 +165,7 @@ async def load(session: AsyncSession, query: PageQuery) -> list[TicketRow]:
             version=r[11],
             requester=PersonRow(r[12], r[13], r[14]),
             team=TeamRow(r[15], r[16]) if r[15] is not None else None,
-            assignee=PersonRow(r[17], r[18], r[19]) if r[17] is not None else None,
+            assignee=person_or_none(r[17], r[18], r[19]),
             tags=tuple(sorted(r[21].split())) if r[21] else (),
             follow_up_of=r[20],
         )

@@ -135,6 +135,16 @@ async def _add_message(
     return message
 
 
+async def assignable_agents(session: AsyncSession, ticket: Ticket) -> list[accounts.AgentName]:
+    """The agents who may own the ticket (`_check_assignee`'s rule): the active members of its
+    team and the active admins; with no team, every active agent."""
+    agents = await accounts.active_agents(session)
+    if ticket.team_id is None:
+        return agents
+    members = set((await accounts.member_ids(session, [ticket.team_id]))[ticket.team_id])
+    return [a for a in agents if a.id in members or a.is_admin]
+
+
 async def _check_assignee(session: AsyncSession, ticket: Ticket, assignee_id: int) -> Agent:
     agent = await session.get(Agent, assignee_id)
     if agent is None or not agent.is_active:

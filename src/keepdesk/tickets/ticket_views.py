@@ -13,7 +13,6 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.browser import Browser, PageBrowser
 from keepdesk.accounts.dependencies import RuntimeDep, Session
@@ -53,15 +52,6 @@ def _policy(runtime: Runtime) -> TicketPolicy:
     return TicketPolicy.from_runtime(runtime)
 
 
-async def _assignable(session: AsyncSession, ticket: Ticket) -> list[accounts.AgentName]:
-    """Agents who may own the ticket: its team's members and the admins."""
-    agents = await accounts.active_agents(session)
-    if ticket.team_id is None:
-        return agents
-    members = set((await accounts.member_ids(session, [ticket.team_id]))[ticket.team_id])
-    return [a for a in agents if a.id in members or a.is_admin]
-
-
 async def _context(
     request: Request,
     session: AsyncSession,
@@ -96,7 +86,7 @@ async def _context(
                 session, actor=browser.actor, ticket=ticket
             ),
             teams=await browser.teams(session),
-            assignable=await _assignable(session, ticket),
+            assignable=await tickets.assignable_agents(session, ticket),
         )
     if timeline and panel:
         # The composer's macro picker is part of the ticket body.

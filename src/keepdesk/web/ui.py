@@ -67,7 +67,7 @@ def when(at: datetime, now: datetime) -> Markup:
     # A datetime's ISO form, its minute and `ago` are digits, `-:.+TZ` and fixed words: there
     # is nothing to escape, and this runs for every row of a list.
     return Markup(  # noqa: S704 - no markup can come from a datetime
-        f'<time datetime="{at.isoformat()}" title="{at:%Y-%m-%d %H:%M} UTC">{ago(at, now)}</time>'
+        f'<time datetime="{at.isoformat()}" title="{timestamp(at)}">{ago(at, now)}</time>'
     )
 
 

@@ -1,7 +1,9 @@
 """SQLite under keepdesk's own driver and sessions (db.py, sqlite_driver.py): writers take turns
 in arrival order, a reader never waits behind them, a writer that waits too long hears what
-SQLite would say, a commit never stops to copy the WAL back (the checkpointer does, beside
-the writers), and a database in memory stays one database."""
+SQLite would say, a writer waiting for another process's lock leaves the event loop free, a
+writer holding the lock runs its statements without giving it up in between, a commit never
+stops to copy the WAL back (the checkpointer does, beside the writers), and a database in
+memory stays one database."""
 
 from __future__ import annotations
 
@@ -89,6 +91,95 @@ async def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(
         order: list[str] = []
         await _write(db, "next", order)
         assert order == ["next"]
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_waiting_for_another_process_leaves_the_event_loop_free(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "elsewhere.sqlite3"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=5000)
+    other = sqlite3.connect(path, isolation_level=None)  # another process's writer, say
+    try:
+        await _table(db)
+        other.execute("BEGIN IMMEDIATE")
+        order: list[str] = []
+        writer = asyncio.create_task(_write(db, "waiting", order))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1  # the loop serves everyone else meanwhile
+        assert order == [] and not writer.done()
+        other.execute("INSERT INTO seen VALUES ('other')")
+        other.execute("COMMIT")
+        await writer
+        assert ticks == 20 and order == ["waiting"]
+        async with db.session() as reader:
+            rows = (await reader.execute(text("SELECT who FROM seen ORDER BY rowid"))).all()
+        assert [r[0] for r in rows] == ["other", "waiting"]
+    finally:
+        other.close()
+        await db.dispose()
+
+
+async def test_a_writer_holding_the_lock_runs_its_statements_without_a_break(
+    tmp_path: Path,
+) -> None:
+    """Each statement of a write transaction after its first would otherwise be a trip to the
+    connection's thread, and every other request's work would run in the gaps while the
+    write lock stays taken."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nobreak.sqlite3'}")
+    try:
+        await _table(db)
+        in_between: list[int] = []
+
+        async def someone_else() -> None:
+            while True:
+                in_between.append(1)
+                await asyncio.sleep(0)
+
+        others = asyncio.create_task(someone_else())
+        async with db.session(write=True) as session:
+            await session.execute(text("INSERT INTO seen VALUES ('first')"))  # takes the lock
+            in_between.clear()
+            for n in range(20):
+                await session.execute(text("INSERT INTO seen VALUES (:n)"), {"n": str(n)})
+            count = (await session.execute(text("SELECT count(*) FROM seen"))).scalar()
+            assert in_between == [] and count == 21
+            await session.commit()
+        await asyncio.sleep(0)
+        assert in_between  # the others go on once the writer is done
+        others.cancel()
+        # Read sessions still run on the connection's thread, the loop free in the meantime.
+        async with db.session() as reader:
+            in_between.clear()
+            others = asyncio.create_task(someone_else())
+            await reader.execute(text("SELECT count(*) FROM seen"))
+            assert in_between
+            others.cancel()
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_whose_first_statement_fails_gives_the_lock_back(tmp_path: Path) -> None:
+    path = tmp_path / "fails.sqlite3"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=200)
+    try:
+        await _table(db)
+        async with db.session(write=True) as session:
+            with pytest.raises(OperationalError, match="no such table"):
+                await session.execute(text("INSERT INTO missing VALUES (1)"))
+            await session.rollback()
+            # The same session writes again, in a transaction of its own.
+            await session.execute(text("INSERT INTO seen VALUES ('after')"))
+            await session.commit()
+        # Nothing is left holding the lock: another process writes at once.
+        with sqlite3.connect(path, isolation_level=None, timeout=0.2) as other:
+            other.execute("INSERT INTO seen VALUES ('other')")
+        async with db.session() as reader:
+            rows = (await reader.execute(text("SELECT who FROM seen ORDER BY rowid"))).all()
+        assert [r[0] for r in rows] == ["after", "other"]
     finally:
         await db.dispose()
 

@@ -262,7 +262,7 @@ def _configure_sqlite(
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("keepdesk_write", False)
-        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        begin = sqlite_driver.WRITE_BEGIN if write else "BEGIN"
         dbapi_connection: Any = conn.connection.dbapi_connection
         if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
             dbapi_connection.begin_with_next_statement(begin)

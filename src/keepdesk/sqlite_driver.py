@@ -9,6 +9,16 @@ and the results come back together: one trip per statement. A transaction's BEGI
 with its first statement, and a rollback of a transaction that never ran a statement stays
 home.
 
+A write transaction takes no trip at all once it holds SQLite's write lock. Its `BEGIN
+IMMEDIATE` goes to the thread with the first statement, since that may wait for another
+process's writer (up to the busy timeout) and the event loop must not wait with it. After
+that, nothing a statement does can wait for a lock (WAL: readers never block the writer), so
+the statements run on the event loop's own thread, microseconds each. The commit, which
+writes the WAL, goes back through the thread. A trip costs more than most statements (about
+0.3 ms on a busy 2-core machine), and the write lock was held across every one of them while
+the loop served other requests: 16 concurrent API replies on SQLite did 34-45 req/s with a
+trip per statement and 59-60 without.
+
 The same aiosqlite connection, thread and error types are used, so pooling, `is_disconnect`
 and the exception mapping of the stock dialect are unchanged; server-side cursors (streamed
 results) keep the stock cursor. Passed to the engine as its DBAPI module (`module=`), so the
@@ -31,6 +41,9 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+# How db.py begins a write transaction: the write lock is taken at once, or not at all.
+WRITE_BEGIN = "BEGIN IMMEDIATE"
 
 _Result = tuple[Any, int, int | None, list[Any]]
 
@@ -105,10 +118,18 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         begin, adapted.pending_begin = adapted.pending_begin, None
         adapted.clean = False
         try:
+            if adapted.holds_write_lock:
+                self._take(run(connection._conn, None, operation, parameters))
+                return
             call = connection._execute(  # type: ignore[no-untyped-call]
                 run, connection._conn, begin, operation, parameters
             )
-            self._take(await_(call))
+            try:
+                self._take(await_(call))
+            finally:
+                if begin == WRITE_BEGIN:
+                    # Even when the statement failed, its BEGIN may have taken the lock.
+                    adapted.holds_write_lock = connection._conn.in_transaction
         except Exception as error:
             adapted._handle_exception(error)
 
@@ -120,9 +141,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """An aiosqlite connection whose transactions begin with their first statement."""
+    """An aiosqlite connection whose transactions begin with their first statement, and whose
+    write transactions run their statements on the caller's thread once they hold the lock."""
 
-    __slots__ = ("clean", "pending_begin")
+    __slots__ = ("clean", "holds_write_lock", "pending_begin")
     _cursor_cls = OneTripCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
@@ -131,6 +153,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         # No statement since the last commit or rollback: no transaction can be open, so the
         # pool's rollback of a returned connection, after the session's own, stays home.
         self.clean = True
+        # BEGIN IMMEDIATE went through: the rest of the transaction runs here (module doc).
+        self.holds_write_lock = False
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
@@ -138,18 +162,20 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         return super().cursor(server_side)
 
     def begin_with_next_statement(self, begin: str) -> None:
-        """Send `begin` (BEGIN or BEGIN IMMEDIATE) together with the next statement: a
+        """Send `begin` (BEGIN or `WRITE_BEGIN`) together with the next statement: a
         transaction's first statement then costs one trip, not two."""
         self.pending_begin = begin
 
     def rollback(self) -> None:
         self.pending_begin = None  # a BEGIN not sent yet began nothing
+        self.holds_write_lock = False
         if not self.clean:
             super().rollback()
             self.clean = True
 
     def commit(self) -> None:
         self.pending_begin = None
+        self.holds_write_lock = False
         if not self.clean:
             super().commit()
             self.clean = True
@@ -159,6 +185,9 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The stock aiosqlite DBAPI adapter, handing out one-trip connections."""
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        # Opened on aiosqlite's thread, used on the event loop's too (one at a time: each
+        # call is awaited before the next is made).
+        kw["check_same_thread"] = False
         stock = super().connect(*arg, **kw)
         return OneTripConnection(self, stock._connection)
 

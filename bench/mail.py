@@ -1,7 +1,7 @@
 """Mail ingest: a generated batch of new mails and replies through keepdesk's real path.
 
-In process, each mail goes the fetcher's way: raw bytes into the blob store (fsynced), the
-parse, then one transaction per mail that runs `keepdesk.mail.ingest.ingest`, advances the
+In process, each mail goes the fetcher's way: raw bytes into the blob store (fsynced) while
+it is parsed, then one transaction per mail that runs `keepdesk.mail.ingest.ingest`, advances the
 mailbox cursor and commits. Through IMAP, the same batch is appended to a real Dovecot and
 `fetch_once` takes it from there (fetch, store, commit, then MOVE on the server). The standard
 library's parse of the same batch is the same-run ceiling.
@@ -149,8 +149,9 @@ class IngestResult:
 
 
 async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResult:
-    """The fetcher's order per mail, without the IMAP round trips: blob (fsync), parse, then
-    one transaction that records it and moves the mailbox cursor, committed before the next."""
+    """The fetcher's order per mail, without the IMAP round trips: blob (fsync) and parse side
+    by side, then one transaction that records it and moves the mailbox cursor, committed
+    before the next."""
     uidvalidity = int(time.time()) % 1_000_000_000
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
@@ -159,8 +160,9 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
         own = await mailboxes.own_addresses(session)  # the fetcher reads them once a pass
     for uid, raw in enumerate(mails, start=1):
         t0 = time.perf_counter()
+        parsing = asyncio.create_task(parse(runtime, raw, own=own))  # while the blob fsyncs
         blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
-        parsed = await parse(runtime, raw, own=own)
+        parsed = await parsing
         async with runtime.db.session(write=True) as session:
             mailbox = await session.get(Mailbox, 1)
             result = await ingest(

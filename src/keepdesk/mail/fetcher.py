@@ -1,8 +1,9 @@
 """One fetch pass over one mailbox, in the order that loses nothing (AC-1 to AC-6):
 
     SELECT → UID SEARCH after the cursor → per UID: size check → BODY.PEEK[] →
-    raw bytes to the blob store (fsynced) → parse → one transaction: receipt, ticket/message,
-    cursor → only then MOVE / flag / delete on the server → mark the receipt done.
+    raw bytes to the blob store (fsynced), parsed meanwhile → one transaction: receipt,
+    ticket/message, cursor → only then MOVE / flag / delete on the server → mark the receipt
+    done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
 or a committed receipt whose server action is redone on the next pass. A UIDVALIDITY change
@@ -324,9 +325,19 @@ async def _one(
             return None
     body = raw or b""
     crash_point("CP3")
-    blob_key = await asyncio.to_thread(runtime.blobs.put, body)
+    # The parse (CPU) runs while the blob store fsyncs (disk); both finish before the
+    # transaction opens.
+    parsing = (
+        None if incomplete else asyncio.create_task(_parse_first(runtime, body, limits, own, uid))
+    )
+    try:
+        blob_key = await asyncio.to_thread(runtime.blobs.put, body)
+    except BaseException:
+        if parsing is not None:
+            parsing.cancel()
+        raise
     crash_point("CP4")
-    parsed = None if incomplete else await _parse_first(runtime, body, limits, own, uid)
+    parsed = None if parsing is None else await parsing
 
     outcome = None
     for attempt in range(1, PROCESS_ATTEMPTS + 1):

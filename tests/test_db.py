@@ -1,7 +1,8 @@
 """SQLite under keepdesk's own driver and sessions (db.py, sqlite_driver.py): writers take turns
 in arrival order, a reader never waits behind them, a writer that waits too long hears what
 SQLite would say, a writer waiting for another process's lock leaves the event loop free, a
-writer holding the lock runs its statements without giving it up in between, a commit never
+quick statement runs on the loop without a break and a slow one goes back to the connection's
+thread, a write outside the write lock never waits on the loop, a commit never
 stops to copy the WAL back (the checkpointer does, beside the writers), and a database in
 memory stays one database."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -123,41 +125,109 @@ async def test_a_writer_waiting_for_another_process_leaves_the_event_loop_free(
         await db.dispose()
 
 
-async def test_a_writer_holding_the_lock_runs_its_statements_without_a_break(
-    tmp_path: Path,
-) -> None:
-    """Each statement of a write transaction after its first would otherwise be a trip to the
-    connection's thread, and every other request's work would run in the gaps while the
-    write lock stays taken."""
+async def _turns_of_others(work: Callable[[], Awaitable[object]]) -> int:
+    """How many turns the event loop gave another request's work while `work` ran."""
+    turns = 0
+
+    async def someone_else() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(someone_else())
+    await asyncio.sleep(0)
+    turns = 0
+    try:
+        await work()
+    finally:
+        other.cancel()
+    return turns
+
+
+async def test_quick_statements_run_without_a_break_once_seen(tmp_path: Path) -> None:
+    """A trip to the connection's thread costs more than a quick statement, and every other
+    request's work ran in the gap (with a writer, while the write lock stayed taken)."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nobreak.sqlite3'}")
+    insert, count = text("INSERT INTO seen VALUES (:n)"), text("SELECT count(*) FROM seen")
     try:
         await _table(db)
-        in_between: list[int] = []
-
-        async def someone_else() -> None:
-            while True:
-                in_between.append(1)
-                await asyncio.sleep(0)
-
-        others = asyncio.create_task(someone_else())
         async with db.session(write=True) as session:
-            await session.execute(text("INSERT INTO seen VALUES ('first')"))  # takes the lock
-            in_between.clear()
-            for n in range(20):
-                await session.execute(text("INSERT INTO seen VALUES (:n)"), {"n": str(n)})
-            count = (await session.execute(text("SELECT count(*) FROM seen"))).scalar()
-            assert in_between == [] and count == 21
+            await session.execute(insert, {"n": "first"})  # BEGIN IMMEDIATE: on the thread
+            for _ in range(3):  # new: on the thread, timed (a busy machine may need another)
+                await session.execute(insert, {"n": "warm"})
+                await session.execute(count)
+
+            async def twenty_writes() -> None:
+                for n in range(20):
+                    await session.execute(insert, {"n": str(n)})
+                assert (await session.execute(count)).scalar() == 24
+
+            assert await _turns_of_others(twenty_writes) == 0
             await session.commit()
-        await asyncio.sleep(0)
-        assert in_between  # the others go on once the writer is done
-        others.cancel()
-        # Read sessions still run on the connection's thread, the loop free in the meantime.
         async with db.session() as reader:
-            in_between.clear()
-            others = asyncio.create_task(someone_else())
-            await reader.execute(text("SELECT count(*) FROM seen"))
-            assert in_between
-            others.cancel()
+            for _ in range(3):
+                await reader.execute(count)
+
+            async def reads() -> None:
+                for _ in range(20):
+                    assert (await reader.execute(count)).scalar() == 24
+
+            assert await _turns_of_others(reads) == 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_statement_slow_on_the_loop_goes_back_to_the_thread_for_good(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'slow.sqlite3'}")
+    numbers = text(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+        "SELECT count(*) FROM c"
+    )
+    try:
+        async with db.session() as reader:
+
+            async def count_to(n: int) -> None:
+                assert (await reader.execute(numbers, {"n": n})).scalar() == n
+
+            assert await _turns_of_others(lambda: count_to(2)) > 0  # new: on the thread
+            # Quick (a run under a millisecond on the thread; a busy machine may need two): on
+            # the loop from then on.
+            turns = [await _turns_of_others(lambda: count_to(2)) for _ in range(3)]
+            assert turns[-1] == 0
+            # Slow this time (tens of milliseconds): the loop waits for it, once...
+            assert await _turns_of_others(lambda: count_to(300_000)) == 0
+            # ...and from then on it runs on the thread, however quick it would be.
+            assert await _turns_of_others(lambda: count_to(300_000)) > 0
+            assert await _turns_of_others(lambda: count_to(2)) > 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_write_outside_the_write_lock_never_waits_on_the_loop(tmp_path: Path) -> None:
+    """A statement that writes may wait for another process's lock unless its transaction
+    holds the lock already: it goes to the thread, however quick it was before."""
+    path = tmp_path / "upgrade.sqlite3"
+    db = Database(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=300)
+    insert = text("INSERT INTO seen VALUES ('from a read session')")
+    try:
+        await _table(db)
+        for _ in range(2):  # quick, twice, while nobody else writes
+            async with db.session() as session:
+                await session.execute(insert)
+                await session.commit()
+        with sqlite3.connect(path, isolation_level=None) as other:
+            other.execute("BEGIN IMMEDIATE")
+            async with db.session() as session:
+
+                async def blocked() -> None:
+                    with pytest.raises(OperationalError, match="database is locked"):
+                        await session.execute(insert)
+
+                assert await _turns_of_others(blocked) > 10  # the loop went on meanwhile
+            other.execute("ROLLBACK")
     finally:
         await db.dispose()
 

@@ -1,23 +1,23 @@
-"""SQLite for the async engine with one trip to the database thread per statement.
+"""SQLite for the async engine: a statement runs on the event loop's thread when it has shown
+it is quick, else in one trip to the connection's thread.
 
 SQLAlchemy's aiosqlite adapter asks aiosqlite's thread for a cursor, the execute, the rows and
 the close, each a round trip through a queue and back onto the event loop: four per statement,
-five with the read transaction's BEGIN. A statement of keepdesk's takes microseconds in SQLite
-itself, so the trips were most of a request's database time (a `GET /api/v1/tags` ran 17 of
-them). Here a cursor runs the statement and fetches its rows in one function on that thread,
-and the results come back together: one trip per statement. A transaction's BEGIN travels
-with its first statement, and a rollback of a transaction that never ran a statement stays
-home.
+five with the read transaction's BEGIN. Here a cursor runs the statement and fetches its rows
+in one function, and the results come back together. A transaction's BEGIN travels with its
+first statement, and a rollback of a transaction that never ran a statement stays home.
 
-A write transaction takes no trip at all once it holds SQLite's write lock. Its `BEGIN
-IMMEDIATE` goes to the thread with the first statement, since that may wait for another
-process's writer (up to the busy timeout) and the event loop must not wait with it. After
-that, nothing a statement does can wait for a lock (WAL: readers never block the writer), so
-the statements run on the event loop's own thread, microseconds each. The commit, which
-writes the WAL, goes back through the thread. A trip costs more than most statements (about
-0.3 ms on a busy 2-core machine), and the write lock was held across every one of them while
-the loop served other requests: 16 concurrent API replies on SQLite did 34-45 req/s with a
-trip per statement and 59-60 without.
+Most of keepdesk's statements take microseconds in SQLite itself, and a trip to the thread
+cost more than the statement (about 0.3 ms on a busy 2-core machine): a queue page ran six of
+them, an API reply twenty, and at 16 concurrent requests each trip also waited for the loop's
+other work while a writer held SQLite's one write lock. So a statement runs on the loop's own
+thread when it may: when nothing it does can wait for a lock, and its last run in SQLite took
+under `QUICK_SECONDS`. Nothing waits for a lock when the transaction holds the write lock
+already, or when the statement only reads (WAL: readers never wait for the writer). A
+`BEGIN IMMEDIATE`, which may wait for another process's writer up to the busy timeout, and a
+commit that writes the WAL, always go to the thread. A statement that runs on the loop for
+longer than `SLOW_SECONDS` goes back to the thread for good, so the loop stops for a slow
+statement (an outbox count at a million rows, say) once at most, not on every run.
 
 The same aiosqlite connection, thread and error types are used, so pooling, `is_disconnect`
 and the exception mapping of the stock dialect are unchanged; server-side cursors (streamed
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,20 +45,32 @@ from sqlalchemy.util.concurrency import await_
 
 # How db.py begins a write transaction: the write lock is taken at once, or not at all.
 WRITE_BEGIN = "BEGIN IMMEDIATE"
+# A statement whose last run took less than this in SQLite runs on the event loop next time...
+QUICK_SECONDS = 0.001
+# ...until a run there takes longer than this: then it goes to the connection's thread for good.
+SLOW_SECONDS = 0.005
+# Statements remembered per engine (an IN list of each length is a statement of its own);
+# beyond this, new ones stay on the thread.
+REMEMBERED = 4096
 
-_Result = tuple[Any, int, int | None, list[Any]]
+_READS = ("SELECT", "WITH")
+
+# description, rowcount, lastrowid, rows, and the seconds SQLite took
+_Result = tuple[Any, int, int | None, list[Any], float]
 
 
 def _run(conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any) -> _Result:
-    """On the database thread: the transaction's BEGIN if it is still to come, the statement,
-    its rows, and what the cursor says of it."""
+    """The transaction's BEGIN if it is still to come, the statement, its rows, what the
+    cursor says of it, and how long the statement took."""
     if begin is not None:
         conn.execute(begin)
+    started = time.perf_counter()
     cursor = conn.cursor()
     try:
         cursor.execute(operation, parameters if parameters is not None else ())
         rows = cursor.fetchall() if cursor.description else []
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        took = time.perf_counter() - started
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, took
     finally:
         cursor.close()
 
@@ -67,21 +80,49 @@ def _run_many(
 ) -> _Result:
     if begin is not None:
         conn.execute(begin)
+    started = time.perf_counter()
     cursor = conn.cursor()
     try:
         cursor.executemany(operation, seq)
-        return cursor.description, cursor.rowcount, cursor.lastrowid, []
+        took = time.perf_counter() - started
+        return cursor.description, cursor.rowcount, cursor.lastrowid, [], took
     finally:
         cursor.close()
 
 
+class Speeds:
+    """Which statements the event loop may run itself: those whose last run was quick, and
+    never again one that was slow there."""
+
+    __slots__ = ("_quick", "_slow")
+
+    def __init__(self) -> None:
+        self._quick: set[str] = set()
+        self._slow: set[str] = set()
+
+    def is_quick(self, operation: str) -> bool:
+        return operation in self._quick
+
+    def ran(self, operation: str, seconds: float, *, here: bool) -> None:
+        if here:
+            if seconds > SLOW_SECONDS:
+                self._quick.discard(operation)
+                self._slow.add(operation)
+        elif (
+            seconds < QUICK_SECONDS
+            and operation not in self._slow
+            and len(self._quick) < REMEMBERED
+        ):
+            self._quick.add(operation)
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A DBAPI cursor whose execute is one call on the connection's thread."""
+    """A DBAPI cursor whose execute runs here, or is one call on the connection's thread."""
 
     __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
-        # No aiosqlite cursor: the statement makes and closes its own on the thread.
+        # No aiosqlite cursor: the statement makes and closes its own.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._soft_closed_memoized = EMPTY_DICT
@@ -102,9 +143,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def lastrowid(self) -> int:
         return self._lastrowid  # type: ignore[return-value]
 
-    def _take(self, result: _Result) -> None:
-        self._description, self._rowcount, self._lastrowid, rows = result
+    def _take(self, result: _Result) -> float:
+        self._description, self._rowcount, self._lastrowid, rows, took = result
         self._rows = collections.deque(rows)
+        return took
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         self._call(_run, operation, parameters)
@@ -115,21 +157,28 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     def _call(self, run: Callable[..., _Result], operation: Any, parameters: Any) -> None:
         adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        speeds: Speeds = adapted.dbapi.speeds
         begin, adapted.pending_begin = adapted.pending_begin, None
         adapted.clean = False
         try:
-            if adapted.holds_write_lock:
-                self._take(run(connection._conn, None, operation, parameters))
+            if (
+                begin != WRITE_BEGIN
+                and speeds.is_quick(operation)
+                and (adapted.holds_write_lock or operation.lstrip()[:6].upper().startswith(_READS))
+            ):
+                took = self._take(run(connection._conn, begin, operation, parameters))
+                speeds.ran(operation, took, here=True)
                 return
             call = connection._execute(  # type: ignore[no-untyped-call]
                 run, connection._conn, begin, operation, parameters
             )
             try:
-                self._take(await_(call))
+                took = self._take(await_(call))
             finally:
                 if begin == WRITE_BEGIN:
                     # Even when the statement failed, its BEGIN may have taken the lock.
                     adapted.holds_write_lock = connection._conn.in_transaction
+            speeds.ran(operation, took, here=False)
         except Exception as error:
             adapted._handle_exception(error)
 
@@ -142,7 +191,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """An aiosqlite connection whose transactions begin with their first statement, and whose
-    write transactions run their statements on the caller's thread once they hold the lock."""
+    quick statements run on the caller's thread (module doc)."""
 
     __slots__ = ("clean", "holds_write_lock", "pending_begin")
     _cursor_cls = OneTripCursor
@@ -153,7 +202,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         # No statement since the last commit or rollback: no transaction can be open, so the
         # pool's rollback of a returned connection, after the session's own, stays home.
         self.clean = True
-        # BEGIN IMMEDIATE went through: the rest of the transaction runs here (module doc).
+        # WRITE_BEGIN went through: no statement of this transaction can wait for a lock.
         self.holds_write_lock = False
 
     def cursor(self, server_side: bool = False) -> Any:
@@ -168,21 +217,35 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def rollback(self) -> None:
         self.pending_begin = None  # a BEGIN not sent yet began nothing
-        self.holds_write_lock = False
-        if not self.clean:
+        if self.clean:
+            return
+        if self.holds_write_lock:
+            self.holds_write_lock = False
             super().rollback()
-            self.clean = True
+        else:
+            # A transaction that only read: ending it releases a read mark, nothing to wait
+            # for or to write, so no trip.
+            try:
+                self._connection._conn.rollback()
+            except Exception as error:
+                self._handle_exception(error)
+        self.clean = True
 
     def commit(self) -> None:
         self.pending_begin = None
         self.holds_write_lock = False
         if not self.clean:
-            super().commit()
+            super().commit()  # on the thread: the commit writes the WAL
             self.clean = True
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    """The stock aiosqlite DBAPI adapter, handing out one-trip connections."""
+    """The stock aiosqlite DBAPI adapter, handing out one-trip connections; one per engine,
+    with what that engine has learnt of its statements' speed."""
+
+    def __init__(self, aiosqlite: Any, sqlite: Any) -> None:
+        super().__init__(aiosqlite, sqlite)
+        self.speeds = Speeds()
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         # Opened on aiosqlite's thread, used on the event loop's too (one at a time: each

@@ -183,8 +183,8 @@ async def test_a_statement_slow_on_the_loop_goes_back_to_the_thread_for_good(
 ) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'slow.sqlite3'}")
     numbers = text(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
-        "SELECT count(*) FROM c"
+        "SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) SELECT x FROM c)"
     )
     try:
         async with db.session() as reader:

@@ -13,7 +13,7 @@ them, an API reply twenty, and at 16 concurrent requests each trip also waited f
 other work while a writer held SQLite's one write lock. So a statement runs on the loop's own
 thread when it may: when nothing it does can wait for a lock, and its last run in SQLite took
 under `QUICK_SECONDS`. Nothing waits for a lock when the transaction holds the write lock
-already, or when the statement only reads (WAL: readers never wait for the writer). A
+already, or when the statement is a SELECT (WAL: readers never wait for the writer). A
 `BEGIN IMMEDIATE`, which may wait for another process's writer up to the busy timeout, and a
 commit that writes the WAL, always go to the thread. A statement that runs on the loop for
 longer than `SLOW_SECONDS` goes back to the thread for good, so the loop stops for a slow
@@ -52,8 +52,6 @@ SLOW_SECONDS = 0.005
 # Statements remembered per engine (an IN list of each length is a statement of its own);
 # beyond this, new ones stay on the thread.
 REMEMBERED = 4096
-
-_READS = ("SELECT", "WITH")
 
 # description, rowcount, lastrowid, rows, and the seconds SQLite took
 _Result = tuple[Any, int, int | None, list[Any], float]
@@ -164,7 +162,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             if (
                 begin != WRITE_BEGIN
                 and speeds.is_quick(operation)
-                and (adapted.holds_write_lock or operation.lstrip()[:6].upper().startswith(_READS))
+                and (adapted.holds_write_lock or operation.lstrip()[:6].upper() == "SELECT")
             ):
                 took = self._take(run(connection._conn, begin, operation, parameters))
                 speeds.ran(operation, took, here=True)
@@ -223,8 +221,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             self.holds_write_lock = False
             super().rollback()
         else:
-            # A transaction that only read: ending it releases a read mark, nothing to wait
-            # for or to write, so no trip.
+            # No write lock to give back: ending the transaction releases its read mark, with
+            # nothing to wait for or to write, so no trip.
             try:
                 self._connection._conn.rollback()
             except Exception as error:

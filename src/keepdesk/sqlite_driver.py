@@ -16,8 +16,11 @@ under `QUICK_SECONDS`. Nothing waits for a lock when the transaction holds the w
 already, or when the statement is a SELECT (WAL: readers never wait for the writer). A
 `BEGIN IMMEDIATE`, which may wait for another process's writer up to the busy timeout, and a
 commit that writes the WAL, always go to the thread. A statement that runs on the loop for
-longer than `SLOW_SECONDS` goes back to the thread for good, so the loop stops for a slow
-statement (an outbox count at a million rows, say) once at most, not on every run.
+longer than `SLOW_SECONDS` goes back to the thread until it has been quick there
+`RETRY_AFTER` times in a row: a slow statement (an outbox count at a million rows, say)
+stops the loop at most once in that many runs, and a pause that was not the statement's (a
+garbage collection, another guest taking the CPU) costs it that many trips, not its place on
+the loop for good.
 
 The same aiosqlite connection, thread and error types are used, so pooling, `is_disconnect`
 and the exception mapping of the stock dialect are unchanged; server-side cursors (streamed
@@ -47,8 +50,10 @@ from sqlalchemy.util.concurrency import await_
 WRITE_BEGIN = "BEGIN IMMEDIATE"
 # A statement whose last run took less than this in SQLite runs on the event loop next time...
 QUICK_SECONDS = 0.001
-# ...until a run there takes longer than this: then it goes to the connection's thread for good.
+# ...until a run there takes longer than this: then it goes back to the connection's thread,
+# and comes back only after this many quick runs there in a row.
 SLOW_SECONDS = 0.005
+RETRY_AFTER = 100
 # Statements remembered per engine (an IN list of each length is a statement of its own);
 # beyond this, new ones stay on the thread.
 REMEMBERED = 4096
@@ -89,14 +94,14 @@ def _run_many(
 
 
 class Speeds:
-    """Which statements the event loop may run itself: those whose last run was quick, and
-    never again one that was slow there."""
+    """What each statement has shown of its speed, and so where it runs (module doc)."""
 
-    __slots__ = ("_quick", "_slow")
+    __slots__ = ("_owed", "_quick")
 
     def __init__(self) -> None:
         self._quick: set[str] = set()
-        self._slow: set[str] = set()
+        # Quick runs on the thread a statement still owes before it may run on the loop again.
+        self._owed: dict[str, int] = {}
 
     def is_quick(self, operation: str) -> bool:
         return operation in self._quick
@@ -105,13 +110,18 @@ class Speeds:
         if here:
             if seconds > SLOW_SECONDS:
                 self._quick.discard(operation)
-                self._slow.add(operation)
-        elif (
-            seconds < QUICK_SECONDS
-            and operation not in self._slow
-            and len(self._quick) < REMEMBERED
-        ):
-            self._quick.add(operation)
+                self._owed[operation] = RETRY_AFTER
+        elif seconds >= QUICK_SECONDS:
+            if operation in self._owed:
+                self._owed[operation] = RETRY_AFTER  # not in a row: it starts over
+        else:
+            owed = self._owed.get(operation, 1) - 1
+            if owed > 0:
+                self._owed[operation] = owed
+            else:
+                self._owed.pop(operation, None)
+                if len(self._quick) < REMEMBERED:
+                    self._quick.add(operation)
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):

@@ -94,6 +94,10 @@ def from_url(raw: str) -> PgServer:
     )
 
 
+# What this module puts in a cluster's folder.
+_OURS = frozenset({"data", "postgres.log"})
+
+
 def own_cluster(root: Path) -> PgServer:
     """Start (creating it the first time) the benchmark's own cluster under `root`."""
     bin_dir = find_bin_dir()
@@ -104,6 +108,15 @@ def own_cluster(root: Path) -> PgServer:
         )
     data = root / "data"
     if not (data / "PG_VERSION").is_file():
+        # What an interrupted initdb left is ours to clear; a folder of anything else is not.
+        others = (
+            sorted(p.name for p in root.iterdir() if p.name not in _OURS) if root.exists() else []
+        )
+        if others:
+            raise FileExistsError(
+                f"{root} holds {', '.join(others[:5])}: not the benchmark's PostgreSQL cluster, "
+                "so it is left alone (choose an empty folder)"
+            )
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         if os.geteuid() == 0:

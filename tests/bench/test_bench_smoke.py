@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.pg import from_url
+from bench.pg import from_url, own_cluster
 
 from bench import report, runner
 from tests.support import postgres
@@ -75,3 +75,13 @@ def test_a_small_benchmark_runs_every_scenario_without_errors(
     )
     again = runner.run(quick)
     assert again["databases"][database]["dataset"]["reused"], "the cached data set is reused"
+
+
+def test_the_benchmark_never_clears_a_folder_that_is_not_its_cluster(tmp_path: Path) -> None:
+    if postgres.find_bin_dir() is None:
+        missing("no PostgreSQL server binaries: apt install postgresql")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("someone's work")
+    with pytest.raises(FileExistsError, match=r"precious\.txt"):
+        own_cluster(tmp_path)
+    assert precious.read_text() == "someone's work"

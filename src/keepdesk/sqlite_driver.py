@@ -13,7 +13,8 @@ them, an API reply twenty, and at 16 concurrent requests each trip also waited f
 other work while a writer held SQLite's one write lock. So a statement runs on the loop's own
 thread when it may: when nothing it does can wait for a lock, and its last run in SQLite took
 under `QUICK_SECONDS`. Nothing waits for a lock when the transaction holds the write lock
-already, or when the statement is a SELECT (WAL: readers never wait for the writer). A
+already, or when the statement is a SELECT (WAL: readers never wait for the writer; only the
+recovery of the WAL after a crash holds them up, briefly, and the rule below covers it). A
 `BEGIN IMMEDIATE`, which may wait for another process's writer up to the busy timeout, and a
 commit that writes the WAL, always go to the thread. A statement that runs on the loop for
 longer than `SLOW_SECONDS` goes back to the thread until it has been quick there

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -268,6 +269,14 @@ def _configure_sqlite(
             dbapi_connection.begin_with_next_statement(begin)
         else:
             conn.exec_driver_sql(begin)
+
+
+def conflict_insert(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into `table` in the session's dialect, so that it takes `ON CONFLICT` clauses
+    (`on_conflict_do_nothing`, `on_conflict_do_update`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def is_unique_violation(exc: BaseException) -> bool:

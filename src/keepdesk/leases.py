@@ -11,12 +11,10 @@ import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, delete, or_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from keepdesk.db import Base, UTCDateTime
+from keepdesk.db import Base, UTCDateTime, conflict_insert
 
 
 class Lease(Base):
@@ -35,10 +33,8 @@ def holder_name() -> str:
 async def acquire(
     session: AsyncSession, *, name: str, holder: str, ttl: timedelta, now: datetime
 ) -> bool:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = (
-        insert(Lease)
+        conflict_insert(session, Lease)
         .values(name=name, holder=holder, expires_at=now + ttl)
         .on_conflict_do_update(
             index_elements=[Lease.name],

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.access import Actor, require_admin
@@ -28,6 +26,7 @@ from keepdesk.accounts.models import (
 from keepdesk.accounts.secrets import MIN_PASSWORD_LENGTH, hash_password
 from keepdesk.audit import service as audit
 from keepdesk.audit.service import AuditActor
+from keepdesk.db import conflict_insert
 from keepdesk.errors import Conflict, InvalidInput, NotFound
 from keepdesk.pagination import Page, decode_cursor, encode_cursor
 
@@ -482,9 +481,8 @@ async def find_or_create_contact(
         return contact
     # One statement, no savepoint: a contact another transaction created between our look-up
     # and this insert is a conflict that inserts nothing, and the look-up after finds it.
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     created: Contact | None = await session.scalar(
-        insert(Contact)
+        conflict_insert(session, Contact)
         .values(email=email, name=" ".join(name.split())[:200], created_at=now)
         .on_conflict_do_nothing()
         .returning(Contact)

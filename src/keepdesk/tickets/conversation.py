@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, FromClause, Select, select
+from sqlalchemy import ColumnElement, FromClause, Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
@@ -163,12 +163,17 @@ def _with_people(
     *columns: ColumnElement[Any],
 ) -> Select[Any]:
     """`columns` of `table`'s rows, then the six of the agent and the contact each row names
-    (either may be missing), as `rows.person_or_none` reads them."""
+    (either may be missing), as `_people_of` reads them."""
     return select(*columns, *_PEOPLE).select_from(
         table.outerjoin(_agents, _agents.c.id == agent_id).outerjoin(
             _contacts, _contacts.c.id == contact_id
         )
     )
+
+
+def _people_of(row: Row[Any], first: int) -> tuple[PersonRow | None, PersonRow | None]:
+    """The agent and the contact of a `_with_people` row whose own columns number `first`."""
+    return person_or_none(*row[first : first + 3]), person_or_none(*row[first + 3 : first + 6])
 
 
 _MESSAGES = _with_people(
@@ -215,8 +220,7 @@ async def _thread(session: AsyncSession, ticket_id: int) -> tuple[list[MessageRo
         )
     ).all()
     messages = [
-        MessageRow(r[0], r[1], r[2], r[3], r[4], person_or_none(*r[5:8]), person_or_none(*r[8:11]))
-        for r in found[:MAX_MESSAGES]
+        MessageRow(r[0], r[1], r[2], r[3], r[4], *_people_of(r, 5)) for r in found[:MAX_MESSAGES]
     ]
     by_id = {m.id: m for m in messages}
     for r in (await session.execute(_ATTACHMENTS.where(_attachments.ticket_id == ticket_id))).all():
@@ -230,10 +234,7 @@ async def _history(session: AsyncSession, ticket_id: int) -> tuple[list[EventRow
     found = (
         await session.execute(_EVENTS.where(_events.ticket_id == ticket_id).limit(MAX_EVENTS + 1))
     ).all()
-    events = [
-        EventRow(r[0], r[1], r[2], r[3], r[4], person_or_none(*r[5:8]), person_or_none(*r[8:11]))
-        for r in found[:MAX_EVENTS]
-    ]
+    events = [EventRow(r[0], r[1], r[2], r[3], r[4], *_people_of(r, 5)) for r in found[:MAX_EVENTS]]
     return events, len(found) > MAX_EVENTS
 
 

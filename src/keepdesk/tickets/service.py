@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Final
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
 from keepdesk.blobs import BlobStore
+from keepdesk.db import conflict_insert
 from keepdesk.errors import Conflict, InvalidInput, NotFound
 from keepdesk.outbox import ids
 from keepdesk.outbox import service as outbox
@@ -66,9 +65,9 @@ class TicketChanges:
 async def _tags_by_name(session: AsyncSession, names: list[str]) -> list[Tag]:
     if not names:
         return []
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(insert(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing())
+    await session.execute(
+        conflict_insert(session, Tag).values([{"name": n} for n in names]).on_conflict_do_nothing()
+    )
     return list((await session.scalars(select(Tag).where(Tag.name.in_(names)))).all())
 
 
@@ -79,10 +78,10 @@ async def _next_number(session: AsyncSession, first: int) -> int:
     if number is None:
         # The very first ticket: create the counter (a racing first ticket's row wins), then
         # take a number from it like everyone else.
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
         await session.execute(
-            insert(Counter).values(name="ticket", value=first - 1).on_conflict_do_nothing()
+            conflict_insert(session, Counter)
+            .values(name="ticket", value=first - 1)
+            .on_conflict_do_nothing()
         )
         number = await session.scalar(bump.returning(Counter.value))
     assert number is not None

@@ -1,8 +1,9 @@
 """Mail ingest: a generated batch of new mails and replies through keepdesk's real path.
 
-In process, each mail goes the fetcher's way: raw bytes into the blob store (fsynced) while
-it is parsed, then one transaction per mail that runs `keepdesk.mail.ingest.ingest`, advances the
-mailbox cursor and commits. Through IMAP, the same batch is appended to a real Dovecot and
+In process, the mails go the fetcher's way (`keepdesk.mail.fetcher.stage` and `record`): raw
+bytes into the blob store (fsynced) while they are parsed, then one transaction per batch of
+`mail_fetch_batch` mails that runs `keepdesk.mail.ingest.ingest` for each, advances the mailbox
+cursor and commits. Through IMAP, the same batch is appended to a real Dovecot and
 `fetch_once` takes it from there (fetch, store, commit, then MOVE on the server). The standard
 library's parse of the same batch is the same-run ceiling.
 """
@@ -26,9 +27,9 @@ from sqlalchemy import select
 from bench import people
 from bench.text import TextMaker, as_html
 from keepdesk.audit.service import COMMAND_LINE
-from keepdesk.mail import mailboxes
+from keepdesk.mail import fetcher, mailboxes
 from keepdesk.mail.fetcher import fetch_once
-from keepdesk.mail.ingest import ingest, parse
+from keepdesk.mail.ingest import limits_for
 from keepdesk.mail.models import Mailbox, MailMessage, ProcessedAction
 from keepdesk.runtime import Runtime
 from keepdesk.tickets.models import Ticket, TicketStatus
@@ -125,6 +126,7 @@ class IngestResult:
     seconds: float
     latencies_ms: list[float]
     outcomes: dict[str, int]
+    batch: int = 1  # mails recorded in one transaction
 
     @property
     def rate(self) -> float:
@@ -145,44 +147,39 @@ class IngestResult:
             "p95_ms": round(self.percentile(95), 3) if self.latencies_ms else None,
             "p99_ms": round(self.percentile(99), 3) if self.latencies_ms else None,
             "outcomes": self.outcomes,
+            "batch": self.batch,
         }
 
 
 async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResult:
-    """The fetcher's order per mail, without the IMAP round trips: blob (fsync) and parse side
-    by side, then one transaction that records it and moves the mailbox cursor, committed
-    before the next."""
+    """The fetcher's path without the IMAP round trips (`keepdesk.mail.fetcher.stage` and
+    `record`): each mail's raw bytes into the blob store (fsync) while it is parsed, then each
+    batch of `mail_fetch_batch` mails recorded in one transaction that also moves the mailbox
+    cursor, committed before the next batch is staged. A mail's latency runs from its staging
+    to its batch's commit."""
     uidvalidity = int(time.time()) % 1_000_000_000
+    limits = limits_for(runtime)
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
+    size = runtime.settings.mail_fetch_batch
     started = time.perf_counter()
     async with runtime.db.session() as session:
         own = await mailboxes.own_addresses(session)  # the fetcher reads them once a pass
-    for uid, raw in enumerate(mails, start=1):
-        t0 = time.perf_counter()
-        parsing = asyncio.create_task(parse(runtime, raw, own=own))  # while the blob fsyncs
-        blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
-        parsed = await parsing
-        async with runtime.db.session(write=True) as session:
-            mailbox = await session.get(Mailbox, 1)
-            result = await ingest(
-                session,
-                runtime=runtime,
-                mailbox=mailbox,
-                raw=raw,
-                blob_key=blob_key,
-                now=runtime.clock.now(),
-                uidvalidity=uidvalidity,
-                uid=uid,
-                parsed=parsed,
-                own=own,
-            )
-            if mailbox is not None:
-                mailbox.last_uid = max(mailbox.last_uid, uid)
-            await session.commit()
-        latencies.append((time.perf_counter() - t0) * 1000)
-        outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
-    return IngestResult(len(mails), time.perf_counter() - started, latencies, outcomes)
+        mailbox = await session.get(Mailbox, 1)
+    assert mailbox is not None, "the data set has mailbox 1"
+    for first in range(0, len(mails), size):
+        staged_at: list[float] = []
+        batch = []
+        for uid, raw in enumerate(mails[first : first + size], start=first + 1):
+            staged_at.append(time.perf_counter())
+            batch.append(await fetcher.stage(runtime, uid, raw, limits, own))
+        results = await fetcher.record(runtime, mailbox, uidvalidity, batch, limits, False, own)
+        done = time.perf_counter()
+        latencies.extend((done - t) * 1000 for t in staged_at)
+        for outcome in results:
+            name = outcome.value if outcome is not None else "taken by another fetcher"
+            outcomes[name] = outcomes.get(name, 0) + 1
+    return IngestResult(len(mails), time.perf_counter() - started, latencies, outcomes, size)
 
 
 async def ingest_over_imap(runtime: Runtime, mails: list[bytes]) -> IngestResult | str:

@@ -100,8 +100,10 @@ def database_table(db: dict[str, Any]) -> list[str]:
     mail = db.get("mail") or {}
     if mail:
         ingest = mail["in_process"]
+        per = ingest.get("batch", 1)
         row = [
-            "Mail ingest, parse + store (fsync), per-mail commit",
+            "Mail ingest, parse + store (fsync), "
+            + ("per-mail commit" if per == 1 else f"a commit per {per} mails"),
             f"{ingest['mails_per_s']:,.0f} mails/s",
             _ms(ingest["p50_ms"]),
             _ms(ingest["p95_ms"]),

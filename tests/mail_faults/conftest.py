@@ -162,10 +162,14 @@ async def start_keepdesk(
 
 
 async def keepdesk(
-    settings: Settings, *args: str, fault: str | None = None, after: int = 1
+    settings: Settings,
+    *args: str,
+    fault: str | None = None,
+    after: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Finished:
     """Run the real console script to its end (or its crash point)."""
-    process = await start_keepdesk(settings, *args, fault=fault, after=after)
+    process = await start_keepdesk(settings, *args, fault=fault, after=after, env=env)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT)
     except TimeoutError:

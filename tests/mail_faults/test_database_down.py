@@ -74,8 +74,11 @@ class Outage:
 
 @pytest.fixture
 async def impatient(runtime: Runtime, clock: FakeClock) -> AsyncIterator[Runtime]:
-    """The test's instance, but a SQLite writer gives up on the lock after 200 ms."""
-    settings = runtime.settings.model_copy(update={"database_busy_timeout_ms": 200})
+    """The test's instance, but a SQLite writer gives up on the lock after 200 ms, and the
+    fetcher records two mails to a transaction: the first two are done before the third."""
+    settings = runtime.settings.model_copy(
+        update={"database_busy_timeout_ms": 200, "mail_fetch_batch": 2}
+    )
     async with Runtime.from_settings(settings, clock=clock) as fetcher:
         yield fetcher
 

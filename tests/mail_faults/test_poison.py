@@ -4,9 +4,14 @@ on with the rest: one bad mail never stops the mail behind it (RELIABILITY.md F1
 
 from __future__ import annotations
 
-from keepdesk.mail.fetcher import fetch_once
+from collections import Counter
+
+import pytest
+
+from keepdesk.mail.fetcher import PROCESS_ATTEMPTS, fetch_once
 from keepdesk.mail.models import Mailbox
 from keepdesk.runtime import Runtime
+from keepdesk.tickets import service
 from tests.mail_faults.conftest import (
     add_box,
     assert_each_mail_once,
@@ -85,3 +90,56 @@ async def test_three_hostile_mails_in_a_batch_of_ten_are_quarantined_and_the_res
         stored = await session.get(Mailbox, box.id)
     assert stored is not None
     assert (stored.quarantined_count, stored.last_uid, stored.last_error) == (3, 10, None)
+
+
+def html_mail(tag: str, n: int, html: str) -> bytes:
+    boundary = f"alt-{tag}-{n}"
+    return (
+        _head(tag, n, f'multipart/alternative; boundary="{boundary}"')
+        + f"\r\n--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nrequest {n}\r\n"
+        + f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+        + f"--{boundary}--\r\n"
+    ).encode()
+
+
+async def test_mail_that_makes_the_sanitiser_raise_is_retried_then_quarantined_alone(
+    runtime: Runtime, imap_account: ImapAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # F16's fourth kind: processing fails after the parse, inside the transaction that records
+    # the mail. The fault is injected into the real sanitiser for mail carrying a marker.
+    real = service.sanitize_html
+    calls: Counter[str] = Counter()
+
+    def choking(html: str) -> str:
+        if "poison-pill" in html:
+            calls[html] += 1
+            raise ValueError("the sanitiser choked")
+        return real(html)
+
+    monkeypatch.setattr(service, "sanitize_html", choking)
+    tag = "f16s"
+    poisoned_at = (1, 2, 11)  # the first two of the first batch of ten, and one in the second
+    for n in range(1, 13):
+        marker = "poison-pill" if n in poisoned_at else "fine"
+        await imap_account.append(html_mail(tag, n, f"<p>{marker} {n}</p>"))
+    expected = [message_id(tag, n) for n in range(1, 13)]
+    box = await add_box(runtime, address="support@example.com", imap_url=imap_account.url)
+
+    report = await fetch_once(runtime, box.id)
+
+    assert report.errors == []
+    assert (report.fetched, report.ingested, report.quarantined) == (12, 9, 3)
+    poisoned = [message_id(tag, n) for n in poisoned_at]
+    db = await assert_each_mail_once(runtime, imap_account, box, expected, quarantined=poisoned)
+    for mid in poisoned:
+        (held,) = db.quarantined[mid]
+        assert held.reason == "processing_error"
+        assert "ValueError: the sanitiser choked" in held.detail
+    # Each poisoned mail was tried on its own PROCESS_ATTEMPTS times, after its batch's one try
+    # stopped at the first poisoned mail in it (mail 2 was never reached in that try).
+    tries = {html.removesuffix("</p>").split()[-1]: n for html, n in calls.items()}
+    assert tries == {"1": PROCESS_ATTEMPTS + 1, "2": PROCESS_ATTEMPTS, "11": PROCESS_ATTEMPTS + 1}
+    async with runtime.db.session() as session:
+        stored = await session.get(Mailbox, box.id)
+    assert stored is not None
+    assert (stored.quarantined_count, stored.last_uid) == (3, 12)

@@ -1,23 +1,26 @@
 """One fetch pass over one mailbox, in the order that loses nothing (AC-1 to AC-6):
 
     SELECT → UID SEARCH after the cursor → per UID: size check → BODY.PEEK[] →
-    raw bytes to the blob store (fsynced), parsed meanwhile → one transaction: receipt,
-    ticket/message, cursor → only then MOVE / flag / delete on the server → mark the receipt
-    done.
+    raw bytes to the blob store (fsynced), parsed meanwhile → for a batch of such mails
+    (settings.mail_fetch_batch), one transaction: each receipt, ticket/message, the cursor →
+    only then, per mail, MOVE / flag / delete on the server → mark the batch's receipts done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
-or a committed receipt whose server action is redone on the next pass. A UIDVALIDITY change
-stops every destructive action until a rescan has matched the folder's mail by content hash.
+or a committed receipt whose server action is redone on the next pass. A batch whose
+transaction fails is recorded again one mail to a transaction, each with its own attempts and
+quarantine, so a bad mail costs only itself. A UIDVALIDITY change stops every destructive
+action until a rescan has matched the folder's mail by content hash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -39,6 +42,8 @@ log = logging.getLogger("keepdesk.mail.fetcher")
 PROCESS_ATTEMPTS = 3
 # A body shorter than its announced size is fetched again this often, then quarantined (F3).
 FETCH_ATTEMPTS = 3
+# A batch (settings.mail_fetch_batch mails) is recorded early once it holds this many bytes.
+BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -194,19 +199,38 @@ async def _pass(
     batch = uids[:max_messages]
     known = await _receipts_among(runtime, mailbox.id, uidvalidity, batch)
     own = await _own_addresses(runtime) if batch else frozenset[str]()
-    for uid in batch:
-        outcome = await _one(
-            runtime, imap, mailbox, uidvalidity, uid, limits, rescan, known=known.get(uid), own=own
-        )
-        if outcome is None:
-            continue
-        report.fetched += 1
-        if outcome == ReceiptOutcome.ingested:
-            report.ingested += 1
-        elif outcome == ReceiptOutcome.duplicate:
-            report.duplicates += 1
-        elif outcome == ReceiptOutcome.quarantined:
-            report.quarantined += 1
+    pending: list[Fetched] = []
+    try:
+        for uid in batch:
+            receipt = known.get(uid)
+            if receipt is not None:
+                # Fetched and committed before (the cursor was lost): its server action only.
+                if not receipt.imap_done and not rescan:
+                    await _server_action(runtime, imap, mailbox, uid, receipt.outcome)
+                    await _mark_done(runtime, receipt.id)
+                continue
+            fetched = await _fetch(runtime, imap, uid, limits, own)
+            if fetched is None:
+                continue
+            pending.append(fetched)
+            if _full(runtime, pending):
+                ready, pending = pending, []
+                await _settle(
+                    runtime, imap, mailbox, uidvalidity, ready, limits, rescan, own, report
+                )
+        if pending:
+            ready, pending = pending, []
+            await _settle(runtime, imap, mailbox, uidvalidity, ready, limits, rescan, own, report)
+    except ImapError:
+        # The connection broke while a batch was being fetched: what it holds is stored, so
+        # record it (nothing happens on the server now; the next pass does it) and give up.
+        if pending:
+            ready, pending = pending, []
+            await _settle(runtime, None, mailbox, uidvalidity, ready, limits, rescan, own, report)
+        raise
+    finally:
+        for fetched in pending:
+            fetched.cancel()
     if rescan and len(uids) <= max_messages:
         await _record(
             runtime,
@@ -243,7 +267,7 @@ async def _receipts_among(
     """The receipts already committed for these UIDs, in one look-up for the pass (one per mail
     cost a session each). There are none unless the cursor was lost or a rescan runs: a
     receipt and its cursor move commit together. Another fetcher committing one meanwhile is
-    caught by the receipt's unique key (`_one`)."""
+    caught by the receipt's unique key (`record`)."""
     if not uids:
         return {}
     async with runtime.db.session() as session:
@@ -289,73 +313,171 @@ async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | N
     return None, reason
 
 
-async def _one(
+@dataclass
+class Fetched:
+    """A mail whose raw bytes are in the blob store (fsynced), its parse under way or done;
+    nothing about it is committed yet. `quarantine` holds the reason when it cannot be ingested
+    (too large to download, cut short by the server)."""
+
+    uid: int
+    raw: bytes
+    blob_key: str
+    parsing: asyncio.Task[ParsedMail | Rejected | None] | None = None
+    quarantine: tuple[str, str] | None = None
+
+    async def parsed(self) -> ParsedMail | Rejected | None:
+        return None if self.parsing is None else await self.parsing
+
+    def cancel(self) -> None:
+        if self.parsing is not None:
+            self.parsing.cancel()
+
+
+async def stage(
     runtime: Runtime,
-    imap: ImapClient,
-    mailbox: Mailbox,
-    uidvalidity: int,
     uid: int,
+    raw: bytes,
     limits: MailLimits,
-    rescan: bool,
-    *,
-    known: MailReceipt | None,
     own: frozenset[str],
-) -> ReceiptOutcome | None:
-    if known is not None:
-        # Fetched and committed before (the cursor was lost): finish its server action only.
-        if not known.imap_done and not rescan:
-            await _server_action(runtime, imap, mailbox, uid, known.outcome)
-            await _mark_done(runtime, known.id)
-        return None
-    size = await imap.size_of(uid)
-    if size is None:
-        return None  # expunged by another client meanwhile (F5): nothing to do
-    incomplete: str | None = None
-    raw: bytes | None
-    if size > limits.max_bytes:
-        # AC-7: too large to download; keep its header block so an admin sees what it was.
-        header = await imap.fetch(uid, "BODY.PEEK[HEADER]")
-        raw = header.data if header else b""
-        incomplete = f"the message is {size} bytes; the limit is {limits.max_bytes}"
-        reason = "too_large"
-    else:
-        raw, incomplete = await _fetch_body(imap, uid)
-        reason = "fetch_incomplete"
-        if incomplete == "gone":
-            return None
-    body = raw or b""
-    crash_point("CP3")
-    # The parse (CPU) runs while the blob store fsyncs (disk); both finish before the
-    # transaction opens.
+    *,
+    quarantine: tuple[str, str] | None = None,
+) -> Fetched:
+    """Raw bytes into the blob store; the parse (CPU) runs meanwhile, while the store fsyncs
+    (disk). Both finish before any transaction that records the mail opens."""
     parsing = (
-        None if incomplete else asyncio.create_task(_parse_first(runtime, body, limits, own, uid))
+        None
+        if quarantine is not None
+        else asyncio.create_task(_parse_first(runtime, raw, limits, own, uid))
     )
     try:
-        blob_key = await asyncio.to_thread(runtime.blobs.put, body)
+        blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
     except BaseException:
         if parsing is not None:
             parsing.cancel()
         raise
     crash_point("CP4")
-    parsed = None if parsing is None else await parsing
+    return Fetched(uid, raw, blob_key, parsing, quarantine)
 
-    outcome = None
+
+async def _fetch(
+    runtime: Runtime, imap: ImapClient, uid: int, limits: MailLimits, own: frozenset[str]
+) -> Fetched | None:
+    """The mail of one UID, stored and parsing; None when another client expunged it."""
+    size = await imap.size_of(uid)
+    if size is None:
+        return None  # expunged by another client meanwhile (F5): nothing to do
+    problem: tuple[str, str] | None = None
+    if size > limits.max_bytes:
+        # AC-7: too large to download; keep its header block so an admin sees what it was.
+        header = await imap.fetch(uid, "BODY.PEEK[HEADER]")
+        raw = header.data if header else b""
+        problem = ("too_large", f"the message is {size} bytes; the limit is {limits.max_bytes}")
+    else:
+        body, incomplete = await _fetch_body(imap, uid)
+        if incomplete == "gone":
+            return None
+        raw = body or b""
+        if incomplete:
+            problem = ("fetch_incomplete", incomplete)
+    crash_point("CP3")
+    return await stage(runtime, uid, raw, limits, own, quarantine=problem)
+
+
+def _full(runtime: Runtime, pending: list[Fetched]) -> bool:
+    return (
+        len(pending) >= runtime.settings.mail_fetch_batch
+        or sum(len(f.raw) for f in pending) >= BATCH_BYTES
+    )
+
+
+async def _settle(
+    runtime: Runtime,
+    imap: ImapClient | None,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    pending: list[Fetched],
+    limits: MailLimits,
+    rescan: bool,
+    own: frozenset[str],
+    report: FetchReport,
+) -> None:
+    """Record a batch, then, only after its commit, do each mail's server action; mark them
+    done together. Without `imap` (the connection broke) the next pass does the actions."""
+    outcomes = await record(runtime, mailbox, uidvalidity, pending, limits, rescan, own)
+    acted: list[int] = []
+    for fetched, outcome in zip(pending, outcomes, strict=True):
+        if outcome is None:
+            continue
+        report.fetched += 1
+        if outcome == ReceiptOutcome.ingested:
+            report.ingested += 1
+        elif outcome == ReceiptOutcome.duplicate:
+            report.duplicates += 1
+        elif outcome == ReceiptOutcome.quarantined:
+            report.quarantined += 1
+        if imap is None:
+            continue
+        crash_point("CP6")
+        if not rescan:
+            await _server_action(runtime, imap, mailbox, fetched.uid, outcome)
+            acted.append(fetched.uid)
+    if acted:
+        await _mark_done_uids(runtime, mailbox.id, uidvalidity, acted)
+
+
+async def record(
+    runtime: Runtime,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    pending: list[Fetched],
+    limits: MailLimits,
+    rescan: bool,
+    own: frozenset[str],
+) -> list[ReceiptOutcome | None]:
+    """Commit a batch of fetched mails: all in one transaction, or, when that fails, each in
+    a transaction of its own with its own attempts and quarantine (AC-6), so one bad mail
+    never holds back the others. None for a mail another fetcher committed meanwhile."""
+    parsed = [await f.parsed() for f in pending]
+    if len(pending) > 1:
+        try:
+            return list(
+                await _commit_all(
+                    runtime, mailbox, uidvalidity, pending, parsed, limits, rescan, own
+                )
+            )
+        except Exception as exc:
+            if _is_database_down(exc):
+                raise DatabaseDown(f"the database failed: {exc}") from exc
+            # The error's text may quote the mail (SQL parameters); the attempts below log it.
+            log.warning(
+                "recording %d mails of %s together failed (%s); recording each on its own",
+                len(pending),
+                mailbox.address,
+                type(exc).__name__,
+            )
+    return [
+        await _commit_with_attempts(runtime, mailbox, uidvalidity, f, p, limits, rescan, own)
+        for f, p in zip(pending, parsed, strict=True)
+    ]
+
+
+async def _commit_with_attempts(
+    runtime: Runtime,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    fetched: Fetched,
+    parsed: ParsedMail | Rejected | None,
+    limits: MailLimits,
+    rescan: bool,
+    own: frozenset[str],
+) -> ReceiptOutcome | None:
+    uid = fetched.uid
     for attempt in range(1, PROCESS_ATTEMPTS + 1):
         try:
-            outcome = await _commit(
-                runtime,
-                mailbox,
-                uidvalidity,
-                uid,
-                body,
-                blob_key,
-                limits,
-                rescan,
-                quarantine=(reason, incomplete) if incomplete else None,
-                parsed=parsed,
-                own=own,
+            (outcome,) = await _commit_all(
+                runtime, mailbox, uidvalidity, [fetched], [parsed], limits, rescan, own
             )
-            break
+            return outcome
         except IntegrityError:
             # Someone else (a fetch-once beside the worker) committed this UID meanwhile: the
             # mail is stored; its receipt is theirs, and so is the server action.
@@ -368,112 +490,120 @@ async def _one(
             )
             if attempt == PROCESS_ATTEMPTS:
                 detail = f"processing failed {PROCESS_ATTEMPTS} times: {type(exc).__name__}: {exc}"
-                outcome = await _commit(
-                    runtime,
-                    mailbox,
-                    uidvalidity,
-                    uid,
-                    body,
-                    blob_key,
-                    limits,
-                    rescan,
-                    quarantine=("processing_error", detail),
+                failed = dataclasses.replace(fetched, quarantine=("processing_error", detail))
+                (outcome,) = await _commit_all(
+                    runtime, mailbox, uidvalidity, [failed], [None], limits, rescan, own
                 )
-    crash_point("CP6")
-    if outcome is not None and not rescan:
-        await _server_action(runtime, imap, mailbox, uid, outcome)
-        await _mark_done_uid(runtime, mailbox.id, uidvalidity, uid)
-    return outcome
+                return outcome
+    return None
 
 
-async def _commit(
+async def _commit_all(
     runtime: Runtime,
     mailbox_ref: Mailbox,
     uidvalidity: int,
-    uid: int,
-    raw: bytes,
-    blob_key: str,
+    pending: list[Fetched],
+    parsed: list[ParsedMail | Rejected | None],
     limits: MailLimits,
     rescan: bool,
-    *,
-    quarantine: tuple[str, str] | None,
-    parsed: ParsedMail | Rejected | None = None,
-    own: frozenset[str] | None = None,
-) -> ReceiptOutcome:
+    own: frozenset[str],
+) -> list[ReceiptOutcome]:
+    """One transaction: each mail's receipt (and ticket, message or quarantine record), and the
+    cursor past the last of them."""
     now = runtime.clock.now()
     async with runtime.db.session(write=True) as session:
         mailbox = await session.get(Mailbox, mailbox_ref.id)
         assert mailbox is not None
-        if rescan and quarantine is None:
-            known = await _known_content(session, mailbox.id, hashlib.sha256(raw).hexdigest())
-            if known:
-                session.add(
-                    MailReceipt(
-                        mailbox_id=mailbox.id,
-                        uidvalidity=uidvalidity,
-                        uid=uid,
-                        content_sha256=hashlib.sha256(raw).hexdigest(),
-                        body_sha256=ingesting.body_sha256(raw),
-                        size=len(raw),
-                        outcome=ReceiptOutcome.duplicate,
-                        imap_done=False,
-                        created_at=now,
-                    )
-                )
-                mailbox.last_uid = max(mailbox.last_uid, uid)
-                await session.commit()
-                return ReceiptOutcome.duplicate
-        if quarantine is not None:
-            known_receipt = await ingesting.find_receipt(
-                session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid
+        outcomes = [
+            await _record_mail(
+                session, runtime, mailbox, uidvalidity, f, p, limits, rescan, own, now
             )
-            if known_receipt is not None:
-                return known_receipt.outcome
-            item = await ingesting.quarantine(
-                session,
-                mailbox=mailbox,
-                blob_key=blob_key,
-                size=len(raw),
-                reason=quarantine[0],
-                detail=quarantine[1],
-                now=now,
-                uidvalidity=uidvalidity,
-                uid=uid,
-            )
-            session.add(
-                MailReceipt(
-                    mailbox_id=mailbox.id,
-                    uidvalidity=uidvalidity,
-                    uid=uid,
-                    content_sha256=hashlib.sha256(raw).hexdigest(),
-                    body_sha256=ingesting.body_sha256(raw),
-                    size=len(raw),
-                    outcome=ReceiptOutcome.quarantined,
-                    quarantine_id=item.id,
-                    imap_done=False,
-                    created_at=now,
-                )
-            )
-            outcome = ReceiptOutcome.quarantined
-        else:
-            result = await ingesting.ingest(
-                session,
-                runtime=runtime,
-                mailbox=mailbox,
-                raw=raw,
-                blob_key=blob_key,
-                now=now,
-                uidvalidity=uidvalidity,
-                uid=uid,
-                limits=limits,
-                parsed=parsed,
-                own=own,
-            )
-            outcome = result.outcome
-        mailbox.last_uid = max(mailbox.last_uid, uid)
+            for f, p in zip(pending, parsed, strict=True)
+        ]
         crash_point("CP5")
         await session.commit()
-        return outcome
+        return outcomes
+
+
+async def _record_mail(
+    session: AsyncSession,
+    runtime: Runtime,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    fetched: Fetched,
+    parsed: ParsedMail | Rejected | None,
+    limits: MailLimits,
+    rescan: bool,
+    own: frozenset[str],
+    now: datetime,
+) -> ReceiptOutcome:
+    uid, raw, quarantine = fetched.uid, fetched.raw, fetched.quarantine
+    content_sha = hashlib.sha256(raw).hexdigest()
+    if rescan and quarantine is None and await _known_content(session, mailbox.id, content_sha):
+        session.add(
+            MailReceipt(
+                mailbox_id=mailbox.id,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                content_sha256=content_sha,
+                body_sha256=ingesting.body_sha256(raw),
+                size=len(raw),
+                outcome=ReceiptOutcome.duplicate,
+                imap_done=False,
+                created_at=now,
+            )
+        )
+        mailbox.last_uid = max(mailbox.last_uid, uid)
+        return ReceiptOutcome.duplicate
+    if quarantine is not None:
+        known_receipt = await ingesting.find_receipt(
+            session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid
+        )
+        if known_receipt is not None:
+            return known_receipt.outcome
+        item = await ingesting.quarantine(
+            session,
+            mailbox=mailbox,
+            blob_key=fetched.blob_key,
+            size=len(raw),
+            reason=quarantine[0],
+            detail=quarantine[1],
+            now=now,
+            uidvalidity=uidvalidity,
+            uid=uid,
+        )
+        session.add(
+            MailReceipt(
+                mailbox_id=mailbox.id,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                content_sha256=content_sha,
+                body_sha256=ingesting.body_sha256(raw),
+                size=len(raw),
+                outcome=ReceiptOutcome.quarantined,
+                quarantine_id=item.id,
+                imap_done=False,
+                created_at=now,
+            )
+        )
+        outcome = ReceiptOutcome.quarantined
+    else:
+        result = await ingesting.ingest(
+            session,
+            runtime=runtime,
+            mailbox=mailbox,
+            raw=raw,
+            blob_key=fetched.blob_key,
+            now=now,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            limits=limits,
+            parsed=parsed,
+            own=own,
+        )
+        outcome = result.outcome
+    mailbox.last_uid = max(mailbox.last_uid, uid)
+    return outcome
 
 
 async def _known_content(session: AsyncSession, mailbox_id: int, sha: str) -> bool:
@@ -526,14 +656,16 @@ async def _mark_done(runtime: Runtime, receipt_id: int) -> None:
             await session.commit()
 
 
-async def _mark_done_uid(runtime: Runtime, mailbox_id: int, uidvalidity: int, uid: int) -> None:
+async def _mark_done_uids(
+    runtime: Runtime, mailbox_id: int, uidvalidity: int, uids: list[int]
+) -> None:
     async with runtime.db.session(write=True) as session:
         await session.execute(
             update(MailReceipt)
             .where(
                 MailReceipt.mailbox_id == mailbox_id,
                 MailReceipt.uidvalidity == uidvalidity,
-                MailReceipt.uid == uid,
+                MailReceipt.uid.in_(uids),
             )
             .values(imap_done=True)
         )

@@ -3,8 +3,9 @@ a folder, then run again: every mail becomes exactly one ticket, nothing is lost
 moved or deleted on the server before its receipt was committed (RELIABILITY.md F1, AC-1, AC-5).
 
 The killed process is the real `keepdesk mail fetch-once`, recording four mails to a transaction
-(`mail_fetch_batch`), so the six mails of a folder come in two batches: mail 1 starts the first,
-mail 3 is inside it, mail 6 ends the second. The three folders of a crash point (k = 1, 3, 6)
+(`mail_fetch_batch`) and acting on them on the server in one command, so the six mails of a
+folder come in two batches: mail 1 starts the first, mail 3 is inside it, mail 6 ends the
+second. The three folders of a crash point (k = 1, 3, 6)
 are three mailboxes of one instance, killed side by side.
 """
 
@@ -38,32 +39,36 @@ BATCH = 6
 KS = (1, 3, 6)
 FETCH_BATCH = 4
 
-# The points after a batch's commit, while its mails' server actions are under way.
+# The points after a batch's commit, before (CP6) or amid (CP7) its server actions.
 COMMITTED_AT_CRASH = {"CP6", "CP7"}
+# The points reached once a batch; the others once a mail, and CP1 once a pass.
+ONCE_A_BATCH = {"CP5", "CP6", "CP7"}
 
 
 def fires_after(point: str, k: int) -> int:
-    """How often the killed fetcher reaches `point` up to mail k: once a pass (CP1), once a
-    batch (CP5, before its commit), else once a mail."""
+    """How often the killed fetcher reaches `point` up to mail k."""
     if point == "CP1":
         return 1
-    if point == "CP5":
+    if point in ONCE_A_BATCH:
         return (k - 1) // FETCH_BATCH + 1
     return k
 
 
-def left_at_crash(point: str, k: int, mails: list[str]) -> tuple[list[str], list[str], list[str]]:
+def left_at_crash(
+    point: str, k: int, mails: list[str]
+) -> tuple[list[str], list[str], list[str], list[str]]:
     """Right after the kill on mail k: the mails done (committed, acted on and marked so), the
-    mails committed, and the mails still in the INBOX."""
+    mails committed, the mails still in the INBOX, and those flagged deleted there."""
     if point == "CP1":  # the first k-1 mails came in an earlier, finished pass
-        return mails[: k - 1], mails[: k - 1], mails[k - 1 :]
+        return mails[: k - 1], mails[: k - 1], mails[k - 1 :], []
     first = (k - 1) // FETCH_BATCH * FETCH_BATCH  # where mail k's batch starts
+    batch = mails[first : first + FETCH_BATCH]
     done = mails[:first]
-    if point in COMMITTED_AT_CRASH:
-        # The batch is committed; the mails before k in it are moved (or deleted), not yet
-        # marked done: the next pass does their server action again, harmlessly.
-        return done, mails[: first + FETCH_BATCH], mails[k - 1 :]
-    return done, done, mails[first:]
+    if point == "CP6":
+        return done, done + batch, mails[first:], []
+    if point == "CP7":  # between UID STORE \Deleted and UID EXPUNGE of the batch
+        return done, done + batch, mails[first:], batch
+    return done, done, mails[first:], []
 
 
 @dataclass
@@ -116,15 +121,14 @@ async def test_a_fetcher_killed_at_a_crash_point_loses_nothing_and_doubles_nothi
         db, server = await assert_nothing_lost_or_doubled(
             runtime, b.account, b.mailbox.id, b.expected
         )
-        done, committed_now, inbox_now = left_at_crash(point, b.k, b.expected)
-        crashed_on = b.expected[b.k - 1]
+        done, committed_now, inbox_now, deleted = left_at_crash(point, b.k, b.expected)
         assert sorted(db.receipts) == sorted(committed_now), f"k={b.k}"
         marked_done = [mid for mid, rs in db.receipts.items() if all(r.imap_done for r in rs)]
         assert sorted(marked_done) == sorted(done), f"k={b.k}"
         in_inbox = {h.message_id: h.flags for h in server if h.folder == "INBOX"}
         assert sorted(in_inbox) == sorted(inbox_now), f"k={b.k}"
         deleted_flag = {mid for mid, flags in in_inbox.items() if "\\Deleted" in flags}
-        assert deleted_flag == ({crashed_on} if point == "CP7" else set()), f"k={b.k}"
+        assert deleted_flag == set(deleted), f"k={b.k}"
 
     # Started again without the fault: the pass finishes what the dead one left.
     for b in batches:

@@ -3,7 +3,8 @@
     SELECT → UID SEARCH after the cursor → per UID: size check → BODY.PEEK[] →
     raw bytes to the blob store (fsynced), parsed meanwhile → for a batch of such mails
     (settings.mail_fetch_batch), one transaction: each receipt, ticket/message, the cursor →
-    only then, per mail, MOVE / flag / delete on the server → mark the batch's receipts done.
+    only then MOVE / flag / delete on the server, one command for the batch → mark its
+    receipts done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
 or a committed receipt whose server action is redone on the next pass. A batch whose
@@ -44,6 +45,8 @@ PROCESS_ATTEMPTS = 3
 FETCH_ATTEMPTS = 3
 # A batch (settings.mail_fetch_batch mails) is recorded early once it holds this many bytes.
 BATCH_BYTES = 32 * 1024 * 1024
+# Server actions redone after a crash go in commands of at most this many UIDs.
+ACT_AT_ONCE = 100
 
 
 @dataclass
@@ -206,8 +209,7 @@ async def _pass(
             if receipt is not None:
                 # Fetched and committed before (the cursor was lost): its server action only.
                 if not receipt.imap_done and not rescan:
-                    await _server_action(runtime, imap, mailbox, uid, receipt.outcome)
-                    await _mark_done(runtime, receipt.id)
+                    await _act(runtime, imap, mailbox, uidvalidity, [(uid, receipt.outcome)])
                 continue
             fetched = await _fetch(runtime, imap, uid, limits, own)
             if fetched is None:
@@ -255,10 +257,9 @@ async def _finish_pending(
                 )
             )
         ).all()
-    for receipt in pending:
-        if receipt.uid is not None:
-            await _server_action(runtime, imap, mailbox, receipt.uid, receipt.outcome)
-            await _mark_done(runtime, receipt.id)
+    done = [(r.uid, r.outcome) for r in pending if r.uid is not None]
+    for first in range(0, len(done), ACT_AT_ONCE):
+        await _act(runtime, imap, mailbox, uidvalidity, done[first : first + ACT_AT_ONCE])
 
 
 async def _receipts_among(
@@ -315,25 +316,32 @@ async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | N
 
 @dataclass
 class Fetched:
-    """A mail whose raw bytes are in the blob store (fsynced), its parse under way or done;
-    nothing about it is committed yet. `quarantine` holds the reason when it cannot be ingested
-    (too large to download, cut short by the server)."""
+    """A mail on its way into the blob store (fsynced) and being parsed, side by side;
+    nothing about it is committed yet. `quarantine` holds the reason when it cannot be
+    ingested (too large to download, cut short by the server)."""
 
     uid: int
     raw: bytes
-    blob_key: str
+    storing: asyncio.Task[str]
     parsing: asyncio.Task[ParsedMail | Rejected | None] | None = None
     quarantine: tuple[str, str] | None = None
 
-    async def parsed(self) -> ParsedMail | Rejected | None:
+    @property
+    def blob_key(self) -> str:
+        return self.storing.result()  # only once `ready` returned
+
+    async def ready(self) -> ParsedMail | Rejected | None:
+        """Stored, and parsed (None when it was not parsed, or the parser failed)."""
+        await self.storing
         return None if self.parsing is None else await self.parsing
 
     def cancel(self) -> None:
+        self.storing.cancel()
         if self.parsing is not None:
             self.parsing.cancel()
 
 
-async def stage(
+def stage(
     runtime: Runtime,
     uid: int,
     raw: bytes,
@@ -342,21 +350,21 @@ async def stage(
     *,
     quarantine: tuple[str, str] | None = None,
 ) -> Fetched:
-    """Raw bytes into the blob store; the parse (CPU) runs meanwhile, while the store fsyncs
-    (disk). Both finish before any transaction that records the mail opens."""
+    """Start storing the raw bytes (disk: the fsyncs of a batch's mails overlap) and parsing
+    them (CPU), each on a thread. `record` waits for both before its transaction opens."""
+    storing = asyncio.create_task(_store(runtime, raw))
     parsing = (
         None
         if quarantine is not None
         else asyncio.create_task(_parse_first(runtime, raw, limits, own, uid))
     )
-    try:
-        blob_key = await asyncio.to_thread(runtime.blobs.put, raw)
-    except BaseException:
-        if parsing is not None:
-            parsing.cancel()
-        raise
+    return Fetched(uid, raw, storing, parsing, quarantine)
+
+
+async def _store(runtime: Runtime, raw: bytes) -> str:
+    key = await asyncio.to_thread(runtime.blobs.put, raw)
     crash_point("CP4")
-    return Fetched(uid, raw, blob_key, parsing, quarantine)
+    return key
 
 
 async def _fetch(
@@ -380,7 +388,7 @@ async def _fetch(
         if incomplete:
             problem = ("fetch_incomplete", incomplete)
     crash_point("CP3")
-    return await stage(runtime, uid, raw, limits, own, quarantine=problem)
+    return stage(runtime, uid, raw, limits, own, quarantine=problem)
 
 
 def _full(runtime: Runtime, pending: list[Fetched]) -> bool:
@@ -401,10 +409,11 @@ async def _settle(
     own: frozenset[str],
     report: FetchReport,
 ) -> None:
-    """Record a batch, then, only after its commit, do each mail's server action; mark them
-    done together. Without `imap` (the connection broke) the next pass does the actions."""
+    """Record a batch, then, only after its commit, do its server actions (a command for all
+    its mails) and mark them done. Without `imap` (the connection broke) the next pass does
+    the actions."""
     outcomes = await record(runtime, mailbox, uidvalidity, pending, limits, rescan, own)
-    acted: list[int] = []
+    done: list[tuple[int, ReceiptOutcome]] = []
     for fetched, outcome in zip(pending, outcomes, strict=True):
         if outcome is None:
             continue
@@ -415,14 +424,12 @@ async def _settle(
             report.duplicates += 1
         elif outcome == ReceiptOutcome.quarantined:
             report.quarantined += 1
-        if imap is None:
-            continue
-        crash_point("CP6")
-        if not rescan:
-            await _server_action(runtime, imap, mailbox, fetched.uid, outcome)
-            acted.append(fetched.uid)
-    if acted:
-        await _mark_done_uids(runtime, mailbox.id, uidvalidity, acted)
+        done.append((fetched.uid, outcome))
+    if imap is None or not done:
+        return
+    crash_point("CP6")
+    if not rescan:
+        await _act(runtime, imap, mailbox, uidvalidity, done)
 
 
 async def record(
@@ -437,7 +444,14 @@ async def record(
     """Commit a batch of fetched mails: all in one transaction, or, when that fails, each in
     a transaction of its own with its own attempts and quarantine (AC-6), so one bad mail
     never holds back the others. None for a mail another fetcher committed meanwhile."""
-    parsed = [await f.parsed() for f in pending]
+    try:
+        parsed = [await f.ready() for f in pending]
+    except BaseException:
+        # A blob that could not be stored (a full disk, say): nothing of the batch is
+        # recorded, and its mails stay on the server for the next pass.
+        for fetched in pending:
+            fetched.cancel()
+        raise
     if len(pending) > 1:
         try:
             return list(
@@ -615,24 +629,42 @@ async def _known_content(session: AsyncSession, mailbox_id: int, sha: str) -> bo
     return found is not None
 
 
-async def _server_action(
-    runtime: Runtime, imap: ImapClient, mailbox: Mailbox, uid: int, outcome: ReceiptOutcome
+async def _act(
+    runtime: Runtime,
+    imap: ImapClient,
+    mailbox: Mailbox,
+    uidvalidity: int,
+    done: list[tuple[int, ReceiptOutcome]],
 ) -> None:
-    if outcome == ReceiptOutcome.quarantined:
+    """The server actions of committed mails, a command for all of one kind (quarantined mail
+    to the quarantine folder, the rest as the mailbox says), then their receipts marked done."""
+    held = [uid for uid, outcome in done if outcome == ReceiptOutcome.quarantined]
+    rest = [uid for uid, outcome in done if outcome != ReceiptOutcome.quarantined]
+    if held:
+        await _server_action(runtime, imap, mailbox, held, quarantined=True)
+    if rest:
+        await _server_action(runtime, imap, mailbox, rest, quarantined=False)
+    await _mark_done_uids(runtime, mailbox.id, uidvalidity, [uid for uid, _ in done])
+
+
+async def _server_action(
+    runtime: Runtime, imap: ImapClient, mailbox: Mailbox, uids: list[int], *, quarantined: bool
+) -> None:
+    if quarantined:
         target = imap.folder(mailbox.quarantine_folder)
         await imap.ensure_folder(target)
-        if not await imap.move(uid, target):
+        if not await imap.move(uids, target):
             await _warn_flag_only(runtime, mailbox)
         return
     if mailbox.processed_action == ProcessedAction.flag:
-        await imap.flag_seen(uid)
+        await imap.flag_seen(uids)
     elif mailbox.processed_action == ProcessedAction.delete:
-        if not await imap.delete(uid, before_expunge=lambda: crash_point("CP7")):
+        if not await imap.delete(uids, before_expunge=lambda: crash_point("CP7")):
             await _warn_flag_only(runtime, mailbox)
     else:
         target = imap.folder(mailbox.processed_folder)
         await imap.ensure_folder(target)
-        if not await imap.move(uid, target):
+        if not await imap.move(uids, target):
             await _warn_flag_only(runtime, mailbox)
 
 
@@ -646,14 +678,6 @@ async def _warn_flag_only(runtime: Runtime, mailbox: Mailbox) -> None:
             "\\Seen and stays in the folder"
         ),
     )
-
-
-async def _mark_done(runtime: Runtime, receipt_id: int) -> None:
-    async with runtime.db.session(write=True) as session:
-        receipt = await session.get(MailReceipt, receipt_id)
-        if receipt is not None:
-            receipt.imap_done = True
-            await session.commit()
 
 
 async def _mark_done_uids(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,13 @@ class Fetched:
     uid: int
     size: int
     data: bytes
+
+
+def _uid_set(uids: Sequence[int]) -> str:
+    """An IMAP sequence set of UIDs: "7" or "3,5,9"."""
+    if not uids:
+        raise ValueError("no UIDs")
+    return ",".join(str(uid) for uid in sorted(set(uids)))
 
 
 def _quote(name: str) -> str:
@@ -249,46 +257,50 @@ class ImapClient:
         await self._call(self.client.create(_quote(folder)), "CREATE")
         self._folders.add(folder)
 
-    async def move(self, uid: int, folder: str) -> bool:
-        """Move one message; False when the server can only flag it (no MOVE, no UIDPLUS)."""
+    async def move(self, uids: Sequence[int], folder: str) -> bool:
+        """Move messages, in one command; False when the server can only flag them (no MOVE,
+        no UIDPLUS)."""
+        which = _uid_set(uids)
         if "MOVE" in self.capabilities:
             _ok(
-                await self._call(self.client.uid("move", str(uid), _quote(folder)), "UID MOVE"),
+                await self._call(self.client.uid("move", which, _quote(folder)), "UID MOVE"),
                 "UID MOVE",
             )
             return True
         if "UIDPLUS" not in self.capabilities:
-            await self.flag_seen(uid)
+            await self.flag_seen(uids)
             return False
         _ok(
-            await self._call(self.client.uid("copy", str(uid), _quote(folder)), "UID COPY"),
+            await self._call(self.client.uid("copy", which, _quote(folder)), "UID COPY"),
             "UID COPY",
         )
-        return await self.delete(uid)
+        return await self.delete(uids)
 
-    async def flag_seen(self, uid: int) -> None:
+    async def flag_seen(self, uids: Sequence[int]) -> None:
         _ok(
             await self._call(
-                self.client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE"
+                self.client.uid("store", _uid_set(uids), "+FLAGS.SILENT", r"(\Seen)"),
+                "UID STORE",
             ),
             "UID STORE",
         )
 
-    async def delete(self, uid: int, *, before_expunge: Any = None) -> bool:
-        """Delete one message by UID; False (only flagged) without UIDPLUS: never EXPUNGE all."""
+    async def delete(self, uids: Sequence[int], *, before_expunge: Any = None) -> bool:
+        """Delete messages by UID; False (only flagged) without UIDPLUS: never EXPUNGE all."""
         if "UIDPLUS" not in self.capabilities:
-            await self.flag_seen(uid)
+            await self.flag_seen(uids)
             return False
+        which = _uid_set(uids)
         _ok(
             await self._call(
-                self.client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted \Seen)"),
+                self.client.uid("store", which, "+FLAGS.SILENT", r"(\Deleted \Seen)"),
                 "UID STORE",
             ),
             "UID STORE",
         )
         if before_expunge is not None:
             before_expunge()
-        _ok(await self._call(self.client.uid("expunge", str(uid)), "UID EXPUNGE"), "UID EXPUNGE")
+        _ok(await self._call(self.client.uid("expunge", which), "UID EXPUNGE"), "UID EXPUNGE")
         return True
 
     async def idle(self, seconds: float) -> None:

@@ -167,13 +167,14 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
         own = await mailboxes.own_addresses(session)  # the fetcher reads them once a pass
         mailbox = await session.get(Mailbox, 1)
     assert mailbox is not None, "the data set has mailbox 1"
+    recorder = fetcher.Recorder(runtime, mailbox, uidvalidity, limits, own)
     for first in range(0, len(mails), size):
         staged_at: list[float] = []
         batch = []
         for uid, raw in enumerate(mails[first : first + size], start=first + 1):
             staged_at.append(time.perf_counter())
             batch.append(fetcher.stage(runtime, uid, raw, limits, own))
-        results = await fetcher.record(runtime, mailbox, uidvalidity, batch, limits, False, own)
+        results = await fetcher.record(recorder, batch)
         done = time.perf_counter()
         latencies.extend((done - t) * 1000 for t in staged_at)
         for outcome in results:

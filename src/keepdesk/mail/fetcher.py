@@ -202,6 +202,7 @@ async def _pass(
     batch = uids[:max_messages]
     known = await _receipts_among(runtime, mailbox.id, uidvalidity, batch)
     own = await _own_addresses(runtime) if batch else frozenset[str]()
+    recorder = Recorder(runtime, mailbox, uidvalidity, limits, own, rescan)
     pending: list[Fetched] = []
     try:
         for uid in batch:
@@ -217,18 +218,16 @@ async def _pass(
             pending.append(fetched)
             if _full(runtime, pending):
                 ready, pending = pending, []
-                await _settle(
-                    runtime, imap, mailbox, uidvalidity, ready, limits, rescan, own, report
-                )
+                await _settle(recorder, imap, ready, report)
         if pending:
             ready, pending = pending, []
-            await _settle(runtime, imap, mailbox, uidvalidity, ready, limits, rescan, own, report)
+            await _settle(recorder, imap, ready, report)
     except ImapError:
         # The connection broke while a batch was being fetched: what it holds is stored, so
         # record it (nothing happens on the server now; the next pass does it) and give up.
         if pending:
             ready, pending = pending, []
-            await _settle(runtime, None, mailbox, uidvalidity, ready, limits, rescan, own, report)
+            await _settle(recorder, None, ready, report)
         raise
     finally:
         for fetched in pending:
@@ -312,6 +311,19 @@ async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | N
             return fetched.data, None
         reason = f"the server announced {fetched.size} bytes but sent {len(fetched.data)}"
     return None, reason
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """What recording a pass's mails needs: where they come from, how they are parsed, and
+    whether the pass is a rescan after a UIDVALIDITY change."""
+
+    runtime: Runtime
+    mailbox: Mailbox
+    uidvalidity: int
+    limits: MailLimits
+    own: frozenset[str]
+    rescan: bool = False
 
 
 @dataclass
@@ -399,20 +411,12 @@ def _full(runtime: Runtime, pending: list[Fetched]) -> bool:
 
 
 async def _settle(
-    runtime: Runtime,
-    imap: ImapClient | None,
-    mailbox: Mailbox,
-    uidvalidity: int,
-    pending: list[Fetched],
-    limits: MailLimits,
-    rescan: bool,
-    own: frozenset[str],
-    report: FetchReport,
+    recorder: Recorder, imap: ImapClient | None, pending: list[Fetched], report: FetchReport
 ) -> None:
     """Record a batch, then, only after its commit, do its server actions (a command for all
     its mails) and mark them done. Without `imap` (the connection broke) the next pass does
     the actions."""
-    outcomes = await record(runtime, mailbox, uidvalidity, pending, limits, rescan, own)
+    outcomes = await record(recorder, pending)
     done: list[tuple[int, ReceiptOutcome]] = []
     for fetched, outcome in zip(pending, outcomes, strict=True):
         if outcome is None:
@@ -428,19 +432,11 @@ async def _settle(
     if imap is None or not done:
         return
     crash_point("CP6")
-    if not rescan:
-        await _act(runtime, imap, mailbox, uidvalidity, done)
+    if not recorder.rescan:
+        await _act(recorder.runtime, imap, recorder.mailbox, recorder.uidvalidity, done)
 
 
-async def record(
-    runtime: Runtime,
-    mailbox: Mailbox,
-    uidvalidity: int,
-    pending: list[Fetched],
-    limits: MailLimits,
-    rescan: bool,
-    own: frozenset[str],
-) -> list[ReceiptOutcome | None]:
+async def record(recorder: Recorder, pending: list[Fetched]) -> list[ReceiptOutcome | None]:
     """Commit a batch of fetched mails: all in one transaction, or, when that fails, each in
     a transaction of its own with its own attempts and quarantine (AC-6), so one bad mail
     never holds back the others. None for a mail another fetcher committed meanwhile."""
@@ -454,11 +450,7 @@ async def record(
         raise
     if len(pending) > 1:
         try:
-            return list(
-                await _commit_all(
-                    runtime, mailbox, uidvalidity, pending, parsed, limits, rescan, own
-                )
-            )
+            return list(await _commit_all(recorder, pending, parsed))
         except Exception as exc:
             if _is_database_down(exc):
                 raise DatabaseDown(f"the database failed: {exc}") from exc
@@ -466,31 +458,20 @@ async def record(
             log.warning(
                 "recording %d mails of %s together failed (%s); recording each on its own",
                 len(pending),
-                mailbox.address,
+                recorder.mailbox.address,
                 type(exc).__name__,
             )
     return [
-        await _commit_with_attempts(runtime, mailbox, uidvalidity, f, p, limits, rescan, own)
-        for f, p in zip(pending, parsed, strict=True)
+        await _commit_with_attempts(recorder, f, p) for f, p in zip(pending, parsed, strict=True)
     ]
 
 
 async def _commit_with_attempts(
-    runtime: Runtime,
-    mailbox: Mailbox,
-    uidvalidity: int,
-    fetched: Fetched,
-    parsed: ParsedMail | Rejected | None,
-    limits: MailLimits,
-    rescan: bool,
-    own: frozenset[str],
+    recorder: Recorder, fetched: Fetched, parsed: ParsedMail | Rejected | None
 ) -> ReceiptOutcome | None:
-    uid = fetched.uid
     for attempt in range(1, PROCESS_ATTEMPTS + 1):
         try:
-            (outcome,) = await _commit_all(
-                runtime, mailbox, uidvalidity, [fetched], [parsed], limits, rescan, own
-            )
+            (outcome,) = await _commit_all(recorder, [fetched], [parsed])
             return outcome
         except IntegrityError:
             # Someone else (a fetch-once beside the worker) committed this UID meanwhile: the
@@ -500,38 +481,30 @@ async def _commit_with_attempts(
             if _is_database_down(exc):
                 raise DatabaseDown(f"the database failed: {exc}") from exc
             log.exception(
-                "processing UID %d of %s failed (attempt %d)", uid, mailbox.address, attempt
+                "processing UID %d of %s failed (attempt %d)",
+                fetched.uid,
+                recorder.mailbox.address,
+                attempt,
             )
             if attempt == PROCESS_ATTEMPTS:
                 detail = f"processing failed {PROCESS_ATTEMPTS} times: {type(exc).__name__}: {exc}"
                 failed = dataclasses.replace(fetched, quarantine=("processing_error", detail))
-                (outcome,) = await _commit_all(
-                    runtime, mailbox, uidvalidity, [failed], [None], limits, rescan, own
-                )
+                (outcome,) = await _commit_all(recorder, [failed], [None])
                 return outcome
     return None
 
 
 async def _commit_all(
-    runtime: Runtime,
-    mailbox_ref: Mailbox,
-    uidvalidity: int,
-    pending: list[Fetched],
-    parsed: list[ParsedMail | Rejected | None],
-    limits: MailLimits,
-    rescan: bool,
-    own: frozenset[str],
+    recorder: Recorder, pending: list[Fetched], parsed: list[ParsedMail | Rejected | None]
 ) -> list[ReceiptOutcome]:
     """One transaction: each mail's receipt (and ticket, message or quarantine record), and the
     cursor past the last of them."""
-    now = runtime.clock.now()
-    async with runtime.db.session(write=True) as session:
-        mailbox = await session.get(Mailbox, mailbox_ref.id)
+    now = recorder.runtime.clock.now()
+    async with recorder.runtime.db.session(write=True) as session:
+        mailbox = await session.get(Mailbox, recorder.mailbox.id)
         assert mailbox is not None
         outcomes = [
-            await _record_mail(
-                session, runtime, mailbox, uidvalidity, f, p, limits, rescan, own, now
-            )
+            await _record_mail(session, recorder, mailbox, f, p, now)
             for f, p in zip(pending, parsed, strict=True)
         ]
         crash_point("CP5")
@@ -541,19 +514,21 @@ async def _commit_all(
 
 async def _record_mail(
     session: AsyncSession,
-    runtime: Runtime,
+    recorder: Recorder,
     mailbox: Mailbox,
-    uidvalidity: int,
     fetched: Fetched,
     parsed: ParsedMail | Rejected | None,
-    limits: MailLimits,
-    rescan: bool,
-    own: frozenset[str],
     now: datetime,
 ) -> ReceiptOutcome:
+    """One mail's rows in the batch's transaction; `mailbox` is the session's own copy."""
     uid, raw, quarantine = fetched.uid, fetched.raw, fetched.quarantine
+    uidvalidity = recorder.uidvalidity
     content_sha = hashlib.sha256(raw).hexdigest()
-    if rescan and quarantine is None and await _known_content(session, mailbox.id, content_sha):
+    if (
+        recorder.rescan
+        and quarantine is None
+        and await _known_content(session, mailbox.id, content_sha)
+    ):
         session.add(
             MailReceipt(
                 mailbox_id=mailbox.id,
@@ -604,16 +579,16 @@ async def _record_mail(
     else:
         result = await ingesting.ingest(
             session,
-            runtime=runtime,
+            runtime=recorder.runtime,
             mailbox=mailbox,
             raw=raw,
             blob_key=fetched.blob_key,
             now=now,
             uidvalidity=uidvalidity,
             uid=uid,
-            limits=limits,
+            limits=recorder.limits,
             parsed=parsed,
-            own=own,
+            own=recorder.own,
         )
         outcome = result.outcome
     mailbox.last_uid = max(mailbox.last_uid, uid)

@@ -1,10 +1,10 @@
 """One fetch pass over one mailbox, in the order that loses nothing (AC-1 to AC-6):
 
-    SELECT → UID SEARCH after the cursor → per UID: size check → BODY.PEEK[] →
-    raw bytes to the blob store (fsynced), parsed meanwhile → for a batch of such mails
-    (settings.mail_fetch_batch), one transaction: each receipt, ticket/message, the cursor →
-    only then MOVE / flag / delete on the server, one command for the batch → mark its
-    receipts done.
+    SELECT → UID SEARCH after the cursor → their sizes (a command for up to 100 UIDs) →
+    per UID: size check → BODY.PEEK[] → raw bytes to the blob store (fsynced), parsed
+    meanwhile → for a batch of such mails (settings.mail_fetch_batch), one transaction: each
+    receipt, ticket/message, the cursor → only then MOVE / flag / delete on the server, one
+    command for the batch → mark its receipts done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
 or a committed receipt whose server action is redone on the next pass. A batch whose
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ PROCESS_ATTEMPTS = 3
 FETCH_ATTEMPTS = 3
 # A batch (settings.mail_fetch_batch mails) is recorded early once it holds this many bytes.
 BATCH_BYTES = 32 * 1024 * 1024
-# Server actions redone after a crash go in commands of at most this many UIDs.
+# Sizes are asked for, and server actions redone after a crash, in commands of at most this
+# many UIDs.
 ACT_AT_ONCE = 100
 
 
@@ -61,6 +63,20 @@ class FetchReport:
 
 class DatabaseDown(Exception):
     """The database failed: stop the pass with no IMAP side effects; retry later (AC-24)."""
+
+
+class StorageDown(Exception):
+    """The blob store cannot take a mail (a full disk, say): stop the pass with no IMAP side
+    effects and nothing of the batch recorded; retry later (F12, AC-25)."""
+
+
+# What a mail cannot help: the file system is full, read-only or failing. Not a reason to
+# quarantine the mail, whose attachments were being stored when it happened.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def _is_storage_down(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 
 
 def _is_database_down(exc: BaseException) -> bool:
@@ -111,7 +127,7 @@ async def fetch_once(
                 await imap.idle(idle_seconds)
                 mailbox = await _load(runtime, mailbox_id)
                 await _pass(runtime, imap, mailbox, limits, report, max_messages)
-    except (ImapError, DatabaseDown, ValueError, DBAPIError) as exc:
+    except (ImapError, DatabaseDown, StorageDown, ValueError, DBAPIError) as exc:
         # A database error outside one message's transaction (the cursor, a receipt marked
         # done) ends the pass the same way: nothing more happens on the server (AC-24).
         if isinstance(exc, DBAPIError) and not _is_database_down(exc):
@@ -204,15 +220,22 @@ async def _pass(
     own = await _own_addresses(runtime) if batch else frozenset[str]()
     recorder = Recorder(runtime, mailbox, uidvalidity, limits, own, rescan)
     pending: list[Fetched] = []
+    sizes: dict[int, int] = {}
+    asked: set[int] = set()
     try:
-        for uid in batch:
+        for at, uid in enumerate(batch):
             receipt = known.get(uid)
             if receipt is not None:
                 # Fetched and committed before (the cursor was lost): its server action only.
                 if not receipt.imap_done and not rescan:
                     await _act(runtime, imap, mailbox, uidvalidity, [(uid, receipt.outcome)])
                 continue
-            fetched = await _fetch(runtime, imap, uid, limits, own)
+            if uid not in asked:
+                # The sizes (AC-7's check before download) of the next hundred, in one command.
+                ahead = [u for u in batch[at : at + ACT_AT_ONCE] if u not in known]
+                sizes.update(await imap.sizes_of(ahead))
+                asked.update(ahead)
+            fetched = await _fetch(runtime, imap, uid, sizes.get(uid), limits, own)
             if fetched is None:
                 continue
             pending.append(fetched)
@@ -374,16 +397,24 @@ def stage(
 
 
 async def _store(runtime: Runtime, raw: bytes) -> str:
-    key = await asyncio.to_thread(runtime.blobs.put, raw)
+    try:
+        key = await asyncio.to_thread(runtime.blobs.put, raw)
+    except OSError as exc:
+        raise StorageDown(f"the blob store failed: {exc}") from exc
     crash_point("CP4")
     return key
 
 
 async def _fetch(
-    runtime: Runtime, imap: ImapClient, uid: int, limits: MailLimits, own: frozenset[str]
+    runtime: Runtime,
+    imap: ImapClient,
+    uid: int,
+    size: int | None,
+    limits: MailLimits,
+    own: frozenset[str],
 ) -> Fetched | None:
-    """The mail of one UID, stored and parsing; None when another client expunged it."""
-    size = await imap.size_of(uid)
+    """The mail of one UID of `size` bytes, stored and parsing; None when another client
+    expunged it."""
     if size is None:
         return None  # expunged by another client meanwhile (F5): nothing to do
     problem: tuple[str, str] | None = None
@@ -454,6 +485,8 @@ async def record(recorder: Recorder, pending: list[Fetched]) -> list[ReceiptOutc
         except Exception as exc:
             if _is_database_down(exc):
                 raise DatabaseDown(f"the database failed: {exc}") from exc
+            if _is_storage_down(exc):
+                raise StorageDown(f"the blob store failed: {exc}") from exc
             # The error's text may quote the mail (SQL parameters); the attempts below log it.
             log.warning(
                 "recording %d mails of %s together failed (%s); recording each on its own",
@@ -480,6 +513,8 @@ async def _commit_with_attempts(
         except Exception as exc:
             if _is_database_down(exc):
                 raise DatabaseDown(f"the database failed: {exc}") from exc
+            if _is_storage_down(exc):
+                raise StorageDown(f"the blob store failed: {exc}") from exc
             log.exception(
                 "processing UID %d of %s failed (attempt %d)",
                 fetched.uid,

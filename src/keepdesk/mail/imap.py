@@ -218,17 +218,23 @@ class ImapClient:
         # "n:*" always matches the highest UID, even one below n (RFC 3501 6.4.8).
         return sorted(u for u in uids if u > last_uid)
 
-    async def size_of(self, uid: int) -> int | None:
+    async def sizes_of(self, uids: Sequence[int]) -> dict[int, int]:
+        """The size of each message, in one command; a UID another client expunged is
+        missing from the answer."""
         response = _ok(
             await self._call(
-                self.client.uid("fetch", str(uid), "(UID RFC822.SIZE)"), "UID FETCH size"
+                self.client.uid("fetch", _uid_set(uids), "(UID RFC822.SIZE)"), "UID FETCH size"
             ),
             "UID FETCH",
         )
+        sizes: dict[int, int] = {}
         for line in response.lines:
-            if isinstance(line, bytes | bytearray) and (match := _SIZE.search(line)):
-                return int(match.group(1))
-        return None  # the message is gone (expunged by another client)
+            if not isinstance(line, bytes | bytearray):
+                continue
+            uid, size = _UID.search(line), _SIZE.search(line)
+            if uid and size:
+                sizes[int(uid.group(1))] = int(size.group(1))
+        return sizes
 
     async def fetch(self, uid: int, part: str = "BODY.PEEK[]") -> Fetched | None:
         response = _ok(

@@ -538,10 +538,16 @@ async def _commit_all(
     async with recorder.runtime.db.session(write=True) as session:
         mailbox = await session.get(Mailbox, recorder.mailbox.id)
         assert mailbox is not None
-        outcomes = [
-            await _record_mail(session, recorder, mailbox, f, p, now)
-            for f, p in zip(pending, parsed, strict=True)
-        ]
+        outcomes: list[ReceiptOutcome] = []
+        counted = 0
+        for fetched, parse in zip(pending, parsed, strict=True):
+            outcome, new = await _record_mail(session, recorder, mailbox, fetched, parse, now)
+            outcomes.append(outcome)
+            counted += new
+        # The mailbox row changes once a batch (a change to it in every mail would be flushed
+        # before each mail's first look-up).
+        mailbox.fetched_count += counted
+        mailbox.last_uid = max(mailbox.last_uid, *(f.uid for f in pending))
         crash_point("CP5")
         await session.commit()
         return outcomes
@@ -554,8 +560,10 @@ async def _record_mail(
     fetched: Fetched,
     parsed: ParsedMail | Rejected | None,
     now: datetime,
-) -> ReceiptOutcome:
-    """One mail's rows in the batch's transaction; `mailbox` is the session's own copy."""
+) -> tuple[ReceiptOutcome, bool]:
+    """One mail's rows in the batch's transaction (`mailbox` is the session's own copy), and
+    whether it counts as fetched: every mail taken from the server once, quarantined ones too,
+    but not a receipt known already or a mail a rescan found again."""
     uid, raw, quarantine = fetched.uid, fetched.raw, fetched.quarantine
     uidvalidity = recorder.uidvalidity
     content_sha = hashlib.sha256(raw).hexdigest()
@@ -577,14 +585,13 @@ async def _record_mail(
                 created_at=now,
             )
         )
-        mailbox.last_uid = max(mailbox.last_uid, uid)
-        return ReceiptOutcome.duplicate
+        return ReceiptOutcome.duplicate, False
     if quarantine is not None:
         known_receipt = await ingesting.find_receipt(
             session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid
         )
         if known_receipt is not None:
-            return known_receipt.outcome
+            return known_receipt.outcome, False
         item = await ingesting.quarantine(
             session,
             mailbox=mailbox,
@@ -610,24 +617,22 @@ async def _record_mail(
                 created_at=now,
             )
         )
-        outcome = ReceiptOutcome.quarantined
-    else:
-        result = await ingesting.ingest(
-            session,
-            runtime=recorder.runtime,
-            mailbox=mailbox,
-            raw=raw,
-            blob_key=fetched.blob_key,
-            now=now,
-            uidvalidity=uidvalidity,
-            uid=uid,
-            limits=recorder.limits,
-            parsed=parsed,
-            own=recorder.own,
-        )
-        outcome = result.outcome
-    mailbox.last_uid = max(mailbox.last_uid, uid)
-    return outcome
+        return ReceiptOutcome.quarantined, True
+    result = await ingesting.ingest(
+        session,
+        runtime=recorder.runtime,
+        mailbox=mailbox,
+        raw=raw,
+        blob_key=fetched.blob_key,
+        now=now,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        limits=recorder.limits,
+        parsed=parsed,
+        own=recorder.own,
+        count=False,
+    )
+    return result.outcome, result.recorded
 
 
 async def _known_content(session: AsyncSession, mailbox_id: int, sha: str) -> bool:

@@ -63,6 +63,8 @@ class Ingested:
     message_id: int | None = None
     quarantine_id: int | None = None
     is_new: bool = False
+    # False when the UID had a receipt already: nothing was recorded, nothing counted.
+    recorded: bool = True
 
 
 def limits_for(runtime: Runtime) -> MailLimits:
@@ -162,15 +164,18 @@ async def ingest(
     historic: bool = False,
     parsed: ParsedMail | Rejected | None = None,
     own: frozenset[str] | None = None,
+    count: bool = True,
 ) -> Ingested:
     """Ingest one mail. `historic` is for importing an old shared inbox: the mail keeps its own
     date, nothing is acknowledged, and mail the support address sent becomes the replies of
     the threads it belongs to. A caller that parsed the mail already (`parse`) passes `parsed`
-    and the `own` addresses it parsed with; else both are read and done here."""
+    and the `own` addresses it parsed with; else both are read and done here. With `count`
+    False the caller adds the recorded mails to the mailbox's fetched count itself (the
+    fetcher, once a batch: one UPDATE of the mailbox row, not one a mail)."""
     if mailbox is not None and uidvalidity is not None and uid is not None:
         known = await find_receipt(session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid)
         if known is not None:
-            return Ingested(known.outcome, "this UID was processed before")
+            return Ingested(known.outcome, "this UID was processed before", recorded=False)
     content_sha = hashlib.sha256(raw).hexdigest()
     ours = own if own is not None else await own_addresses(session)
     if parsed is None:
@@ -186,7 +191,7 @@ async def ingest(
         imap_done=False,
         outcome=ReceiptOutcome.quarantined,
     )
-    if mailbox is not None:
+    if mailbox is not None and count:
         mailbox.fetched_count += 1
 
     async def hold(reason: str, detail: str, subject: str = "", sender: str = "") -> Ingested:

@@ -79,6 +79,14 @@ def _is_storage_down(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
 
 
+def _raise_if_outage(exc: Exception) -> None:
+    """A database or disk that fails ends the pass (no fault of the mail being recorded)."""
+    if _is_database_down(exc):
+        raise DatabaseDown(f"the database failed: {exc}") from exc
+    if _is_storage_down(exc):
+        raise StorageDown(f"the blob store failed: {exc}") from exc
+
+
 def _is_database_down(exc: BaseException) -> bool:
     # A unique violation is not an outage: another fetcher committed the same UID first.
     return (
@@ -483,10 +491,7 @@ async def record(recorder: Recorder, pending: list[Fetched]) -> list[ReceiptOutc
         try:
             return list(await _commit_all(recorder, pending, parsed))
         except Exception as exc:
-            if _is_database_down(exc):
-                raise DatabaseDown(f"the database failed: {exc}") from exc
-            if _is_storage_down(exc):
-                raise StorageDown(f"the blob store failed: {exc}") from exc
+            _raise_if_outage(exc)
             # The error's text may quote the mail (SQL parameters); the attempts below log it.
             log.warning(
                 "recording %d mails of %s together failed (%s); recording each on its own",
@@ -511,10 +516,7 @@ async def _commit_with_attempts(
             # mail is stored; its receipt is theirs, and so is the server action.
             return None
         except Exception as exc:
-            if _is_database_down(exc):
-                raise DatabaseDown(f"the database failed: {exc}") from exc
-            if _is_storage_down(exc):
-                raise StorageDown(f"the blob store failed: {exc}") from exc
+            _raise_if_outage(exc)
             log.exception(
                 "processing UID %d of %s failed (attempt %d)",
                 fetched.uid,

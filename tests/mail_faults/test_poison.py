@@ -4,6 +4,7 @@ on with the rest: one bad mail never stops the mail behind it (RELIABILITY.md F1
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -125,8 +126,11 @@ async def test_mail_that_makes_the_sanitiser_raise_is_retried_then_quarantined_a
         await imap_account.append(html_mail(tag, n, f"<p>{marker} {n}</p>"))
     expected = [message_id(tag, n) for n in range(1, 13)]
     box = await add_box(runtime, address="support@example.com", imap_url=imap_account.url)
+    in_tens = dataclasses.replace(
+        runtime, settings=runtime.settings.model_copy(update={"mail_fetch_batch": 10})
+    )
 
-    report = await fetch_once(runtime, box.id)
+    report = await fetch_once(in_tens, box.id)
 
     assert report.errors == []
     assert (report.fetched, report.ingested, report.quarantined) == (12, 9, 3)

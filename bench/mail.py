@@ -173,7 +173,7 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
         batch = []
         for uid, raw in enumerate(mails[first : first + size], start=first + 1):
             staged_at.append(time.perf_counter())
-            batch.append(fetcher.stage(runtime, uid, raw, limits, own))
+            batch.append(fetcher.stage(recorder, uid, raw))
         results = await fetcher.record(recorder, batch)
         done = time.perf_counter()
         latencies.extend((done - t) * 1000 for t in staged_at)

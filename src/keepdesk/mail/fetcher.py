@@ -48,7 +48,7 @@ FETCH_ATTEMPTS = 3
 BATCH_BYTES = 32 * 1024 * 1024
 # Sizes are asked for, and server actions redone after a crash, in commands of at most this
 # many UIDs.
-ACT_AT_ONCE = 100
+UIDS_PER_COMMAND = 100
 
 
 @dataclass
@@ -227,23 +227,21 @@ async def _pass(
     known = await _receipts_among(runtime, mailbox.id, uidvalidity, batch)
     own = await _own_addresses(runtime) if batch else frozenset[str]()
     recorder = Recorder(runtime, mailbox, uidvalidity, limits, own, rescan)
-    pending: list[Fetched] = []
+    # The sizes (AC-7's check before download) of the mails to fetch, a command per hundred.
+    todo = [uid for uid in batch if uid not in known]
     sizes: dict[int, int] = {}
-    asked: set[int] = set()
+    for first in range(0, len(todo), UIDS_PER_COMMAND):
+        sizes.update(await imap.sizes_of(todo[first : first + UIDS_PER_COMMAND]))
+    pending: list[Fetched] = []
     try:
-        for at, uid in enumerate(batch):
+        for uid in batch:
             receipt = known.get(uid)
             if receipt is not None:
                 # Fetched and committed before (the cursor was lost): its server action only.
                 if not receipt.imap_done and not rescan:
                     await _act(runtime, imap, mailbox, uidvalidity, [(uid, receipt.outcome)])
                 continue
-            if uid not in asked:
-                # The sizes (AC-7's check before download) of the next hundred, in one command.
-                ahead = [u for u in batch[at : at + ACT_AT_ONCE] if u not in known]
-                sizes.update(await imap.sizes_of(ahead))
-                asked.update(ahead)
-            fetched = await _fetch(runtime, imap, uid, sizes.get(uid), limits, own)
+            fetched = await _fetch(recorder, imap, uid, sizes.get(uid))
             if fetched is None:
                 continue
             pending.append(fetched)
@@ -288,8 +286,8 @@ async def _finish_pending(
             )
         ).all()
     done = [(r.uid, r.outcome) for r in pending if r.uid is not None]
-    for first in range(0, len(done), ACT_AT_ONCE):
-        await _act(runtime, imap, mailbox, uidvalidity, done[first : first + ACT_AT_ONCE])
+    for first in range(0, len(done), UIDS_PER_COMMAND):
+        await _act(runtime, imap, mailbox, uidvalidity, done[first : first + UIDS_PER_COMMAND])
 
 
 async def _receipts_among(
@@ -317,14 +315,14 @@ async def _own_addresses(runtime: Runtime) -> frozenset[str]:
         return await own_addresses(session)
 
 
-async def _parse_first(
-    runtime: Runtime, raw: bytes, limits: MailLimits, own: frozenset[str], uid: int
-) -> ParsedMail | Rejected | None:
+async def _parse_first(recorder: Recorder, raw: bytes, uid: int) -> ParsedMail | Rejected | None:
     """The mail parsed before its write transaction opens (2-3 ms of CPU the database's one
     writer then does not wait through). None when the parser itself failed: the transaction
     parses again, and its attempts and quarantine deal with it as before."""
     try:
-        return await ingesting.parse(runtime, raw, own=own, limits=limits)
+        return await ingesting.parse(
+            recorder.runtime, raw, own=recorder.own, limits=recorder.limits
+        )
     except Exception:
         log.exception("parsing UID %d failed before its transaction", uid)
         return None
@@ -385,21 +383,13 @@ class Fetched:
 
 
 def stage(
-    runtime: Runtime,
-    uid: int,
-    raw: bytes,
-    limits: MailLimits,
-    own: frozenset[str],
-    *,
-    quarantine: tuple[str, str] | None = None,
+    recorder: Recorder, uid: int, raw: bytes, *, quarantine: tuple[str, str] | None = None
 ) -> Fetched:
     """Start storing the raw bytes (disk: the fsyncs of a batch's mails overlap) and parsing
     them (CPU), each on a thread. `record` waits for both before its transaction opens."""
-    storing = asyncio.create_task(_store(runtime, raw))
+    storing = asyncio.create_task(_store(recorder.runtime, raw))
     parsing = (
-        None
-        if quarantine is not None
-        else asyncio.create_task(_parse_first(runtime, raw, limits, own, uid))
+        None if quarantine is not None else asyncio.create_task(_parse_first(recorder, raw, uid))
     )
     return Fetched(uid, raw, storing, parsing, quarantine)
 
@@ -414,17 +404,13 @@ async def _store(runtime: Runtime, raw: bytes) -> str:
 
 
 async def _fetch(
-    runtime: Runtime,
-    imap: ImapClient,
-    uid: int,
-    size: int | None,
-    limits: MailLimits,
-    own: frozenset[str],
+    recorder: Recorder, imap: ImapClient, uid: int, size: int | None
 ) -> Fetched | None:
     """The mail of one UID of `size` bytes, stored and parsing; None when another client
     expunged it."""
     if size is None:
         return None  # expunged by another client meanwhile (F5): nothing to do
+    limits = recorder.limits
     problem: tuple[str, str] | None = None
     if size > limits.max_bytes:
         # AC-7: too large to download; keep its header block so an admin sees what it was.
@@ -439,7 +425,7 @@ async def _fetch(
         if incomplete:
             problem = ("fetch_incomplete", incomplete)
     crash_point("CP3")
-    return stage(runtime, uid, raw, limits, own, quarantine=problem)
+    return stage(recorder, uid, raw, quarantine=problem)
 
 
 def _full(runtime: Runtime, pending: list[Fetched]) -> bool:
@@ -567,30 +553,29 @@ async def _record_mail(
     whether it counts as fetched: every mail taken from the server once, quarantined ones too,
     but not a receipt known already or a mail a rescan found again."""
     uid, raw, quarantine = fetched.uid, fetched.raw, fetched.quarantine
-    uidvalidity = recorder.uidvalidity
-    content_sha = hashlib.sha256(raw).hexdigest()
-    if (
-        recorder.rescan
-        and quarantine is None
-        and await _known_content(session, mailbox.id, content_sha)
-    ):
-        session.add(
-            MailReceipt(
-                mailbox_id=mailbox.id,
-                uidvalidity=uidvalidity,
-                uid=uid,
-                content_sha256=content_sha,
-                body_sha256=ingesting.body_sha256(raw),
-                size=len(raw),
-                outcome=ReceiptOutcome.duplicate,
-                imap_done=False,
-                created_at=now,
-            )
+
+    def receipt(
+        outcome: ReceiptOutcome, *, content_sha: str | None = None, quarantine_id: int | None = None
+    ) -> MailReceipt:
+        return ingesting.new_receipt(
+            mailbox_id=mailbox.id,
+            uidvalidity=recorder.uidvalidity,
+            uid=uid,
+            raw=raw,
+            now=now,
+            outcome=outcome,
+            content_sha=content_sha,
+            quarantine_id=quarantine_id,
         )
-        return ReceiptOutcome.duplicate, False
+
+    if recorder.rescan and quarantine is None:
+        content_sha = hashlib.sha256(raw).hexdigest()
+        if await _known_content(session, mailbox.id, content_sha):
+            session.add(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
+            return ReceiptOutcome.duplicate, False
     if quarantine is not None:
         known_receipt = await ingesting.find_receipt(
-            session, mailbox_id=mailbox.id, uidvalidity=uidvalidity, uid=uid
+            session, mailbox_id=mailbox.id, uidvalidity=recorder.uidvalidity, uid=uid
         )
         if known_receipt is not None:
             return known_receipt.outcome, False
@@ -602,23 +587,10 @@ async def _record_mail(
             reason=quarantine[0],
             detail=quarantine[1],
             now=now,
-            uidvalidity=uidvalidity,
+            uidvalidity=recorder.uidvalidity,
             uid=uid,
         )
-        session.add(
-            MailReceipt(
-                mailbox_id=mailbox.id,
-                uidvalidity=uidvalidity,
-                uid=uid,
-                content_sha256=content_sha,
-                body_sha256=ingesting.body_sha256(raw),
-                size=len(raw),
-                outcome=ReceiptOutcome.quarantined,
-                quarantine_id=item.id,
-                imap_done=False,
-                created_at=now,
-            )
-        )
+        session.add(receipt(ReceiptOutcome.quarantined, quarantine_id=item.id))
         return ReceiptOutcome.quarantined, True
     result = await ingesting.ingest(
         session,
@@ -627,7 +599,7 @@ async def _record_mail(
         raw=raw,
         blob_key=fetched.blob_key,
         now=now,
-        uidvalidity=uidvalidity,
+        uidvalidity=recorder.uidvalidity,
         uid=uid,
         limits=recorder.limits,
         parsed=parsed,

@@ -93,6 +93,33 @@ def synthetic_message_id(
     return f"<synthetic-{hashlib.sha256(seed).hexdigest()[:32]}@keepdesk.invalid>"
 
 
+def new_receipt(
+    *,
+    mailbox_id: int | None,
+    uidvalidity: int | None,
+    uid: int | None,
+    raw: bytes,
+    now: datetime,
+    outcome: ReceiptOutcome,
+    content_sha: str | None = None,
+    quarantine_id: int | None = None,
+) -> MailReceipt:
+    """The receipt of one fetched or imported mail, its server action still to do;
+    `content_sha` when the caller has hashed the raw bytes already."""
+    return MailReceipt(
+        mailbox_id=mailbox_id,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        content_sha256=content_sha or hashlib.sha256(raw).hexdigest(),
+        body_sha256=body_sha256(raw),
+        size=len(raw),
+        created_at=now,
+        imap_done=False,
+        outcome=outcome,
+        quarantine_id=quarantine_id,
+    )
+
+
 async def find_receipt(
     session: AsyncSession, *, mailbox_id: int, uidvalidity: int, uid: int
 ) -> MailReceipt | None:
@@ -180,16 +207,14 @@ async def ingest(
     ours = own if own is not None else await own_addresses(session)
     if parsed is None:
         parsed = await parse(runtime, raw, own=ours, limits=limits)
-    receipt = MailReceipt(
+    receipt = new_receipt(
         mailbox_id=mailbox.id if mailbox else None,
         uidvalidity=uidvalidity,
         uid=uid,
-        content_sha256=content_sha,
-        body_sha256=body_sha256(raw),
-        size=len(raw),
-        created_at=now,
-        imap_done=False,
+        raw=raw,
+        now=now,
         outcome=ReceiptOutcome.quarantined,
+        content_sha=content_sha,
     )
     if mailbox is not None and count:
         mailbox.fetched_count += 1

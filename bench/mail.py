@@ -29,7 +29,7 @@ from bench.text import TextMaker, as_html
 from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.mail import fetcher, mailboxes
 from keepdesk.mail.fetcher import fetch_once
-from keepdesk.mail.ingest import limits_for
+from keepdesk.mail.ingest import limits_for, parse
 from keepdesk.mail.models import Mailbox, MailMessage, ProcessedAction
 from keepdesk.runtime import Runtime
 from keepdesk.tickets.models import Ticket, TicketStatus
@@ -162,10 +162,13 @@ async def ingest_in_process(runtime: Runtime, mails: list[bytes]) -> IngestResul
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
     size = runtime.settings.mail_fetch_batch
-    started = time.perf_counter()
     async with runtime.db.session() as session:
         own = await mailboxes.own_addresses(session)  # the fetcher reads them once a pass
         mailbox = await session.get(Mailbox, 1)
+    # The parser's worker processes start once in a keepdesk process's life; a running fetcher
+    # has them already.
+    await parse(runtime, mails[0], own=own, limits=limits)
+    started = time.perf_counter()
     assert mailbox is not None, "the data set has mailbox 1"
     recorder = fetcher.Recorder(runtime, mailbox, uidvalidity, limits, own)
     for first in range(0, len(mails), size):

@@ -2,4 +2,6 @@
 
 from keepdesk.cli import main
 
-main()
+# Guarded: the mail parser's worker processes import the main module again (parsers.py).
+if __name__ == "__main__":
+    main()

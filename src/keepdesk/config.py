@@ -175,6 +175,14 @@ class Settings(BaseSettings):
     mail_max_cpu_seconds: float = Field(
         30.0, gt=0, description="CPU time parsing one message may take."
     )
+    mail_parse_processes: int = Field(
+        2,
+        ge=0,
+        le=32,
+        description="Worker processes that parse incoming mail, so the parse's CPU (about a "
+        "millisecond a mail, more for a hostile one) runs beside the process that records mail "
+        "and serves agents instead of in it. 0 parses in a thread of that process.",
+    )
 
     backup_every_hours: int = Field(
         24,

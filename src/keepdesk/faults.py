@@ -1,4 +1,5 @@
-"""Named crash points for fault tests (RELIABILITY.md CP1 to CP10).
+"""Named crash points for fault tests (RELIABILITY.md CP1 to CP10, and PARSER, inside a mail
+parser's worker process: `keepdesk.mail.parsers`).
 
 `crash_point("CP4")` kills the process with SIGKILL when KEEPDESK_FAULT names that point. It
 only arms when KEEPDESK_FAULTS_ENABLED=1 is set too; KEEPDESK_FAULT alone is refused, so one

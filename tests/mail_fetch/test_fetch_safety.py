@@ -4,6 +4,7 @@ change, two fetchers at once, oversized mail, and IDLE waking up for new mail.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -183,7 +184,9 @@ async def test_a_reply_is_not_kept_waiting_while_the_fetcher_parses_a_mail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The fetcher parses before its write transaction: on SQLite, with one writer at a time,
-    an agent's reply written meanwhile goes through instead of waiting for the parse."""
+    an agent's reply written meanwhile goes through instead of waiting for the parse. Parsed in
+    a thread of the fetcher's own process (`mail_parse_processes` 0), where the hook below
+    runs; in a worker process the parse holds nothing of this one."""
     loop = asyncio.get_running_loop()
     written: list[str] = []
 
@@ -207,8 +210,11 @@ async def test_a_reply_is_not_kept_waiting_while_the_fetcher_parses_a_mail(
         return real_parse(raw, **kwargs)
 
     monkeypatch.setattr(ingest_module, "parse_mail", parse_while_someone_writes)
+    in_threads = dataclasses.replace(
+        runtime, settings=runtime.settings.model_copy(update={"mail_parse_processes": 0})
+    )
     await imap_account.append(mail(1))
-    report = await fetch_once(runtime, mailbox.id)
+    report = await fetch_once(in_threads, mailbox.id)
     assert kept_waiting == []
     assert (report.ingested, report.errors, written) == (1, [], ["reply"])
     assert await counts(runtime) == (1, 1)

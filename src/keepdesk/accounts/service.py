@@ -469,16 +469,51 @@ async def find_contact_by_email(session: AsyncSession, email: str) -> Contact | 
     return await session.scalar(select(Contact).where(Contact.email == email.strip().lower()))
 
 
+async def contacts_by_email(session: AsyncSession, emails: Iterable[str]) -> dict[str, Contact]:
+    """The contacts with these addresses (normalised; an invalid one finds nothing), by
+    address, in one look-up."""
+    wanted = set()
+    for email in emails:
+        try:
+            wanted.add(normalize_email(email))
+        except InvalidInput:
+            continue
+    if not wanted:
+        return {}
+    found = await session.scalars(select(Contact).where(Contact.email.in_(wanted)))
+    return {c.email: c for c in found}
+
+
 async def find_or_create_contact(
-    session: AsyncSession, *, email: str, name: str = "", now: datetime
+    session: AsyncSession,
+    *,
+    email: str,
+    name: str = "",
+    now: datetime,
+    known: dict[str, Contact] | None = None,
 ) -> Contact:
-    """The contact with this address, created on first sight; an existing name is kept."""
+    """The contact with this address, created on first sight; an existing name is kept.
+
+    `known` is what `contacts_by_email` found for a batch of addresses this one is among: the
+    look-up is skipped, and a contact created here is added to it."""
     email = normalize_email(email)
-    contact = await find_contact_by_email(session, email)
+    if known is None:
+        contact = await find_contact_by_email(session, email)
+    else:
+        contact = known.get(email)
     if contact is not None:
         if not contact.name and name:
             contact.name = " ".join(name.split())[:200]
         return contact
+    contact = await _create_contact_once(session, email=email, name=name, now=now)
+    if known is not None:
+        known[email] = contact
+    return contact
+
+
+async def _create_contact_once(
+    session: AsyncSession, *, email: str, name: str, now: datetime
+) -> Contact:
     # One statement, no savepoint: a contact another transaction created between our look-up
     # and this insert is a conflict that inserts nothing, and the look-up after finds it.
     created: Contact | None = await session.scalar(

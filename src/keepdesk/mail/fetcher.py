@@ -526,10 +526,16 @@ async def _commit_all(
     async with recorder.runtime.db.session(write=True) as session:
         mailbox = await session.get(Mailbox, recorder.mailbox.id)
         assert mailbox is not None
+        seen = await ingesting.look_up(
+            session,
+            mailbox_id=mailbox.id,
+            uidvalidity=recorder.uidvalidity,
+            mails=[(f.uid, f.raw, p) for f, p in zip(pending, parsed, strict=True)],
+        )
         outcomes: list[ReceiptOutcome] = []
         counted = 0
         for fetched, parse in zip(pending, parsed, strict=True):
-            outcome, new = await _record_mail(session, recorder, mailbox, fetched, parse, now)
+            outcome, new = await _record_mail(session, recorder, mailbox, fetched, parse, now, seen)
             outcomes.append(outcome)
             counted += new
         # The mailbox row changes once a batch (a change to it in every mail would be flushed
@@ -548,10 +554,12 @@ async def _record_mail(
     fetched: Fetched,
     parsed: ParsedMail | Rejected | None,
     now: datetime,
+    seen: ingesting.Seen,
 ) -> tuple[ReceiptOutcome, bool]:
-    """One mail's rows in the batch's transaction (`mailbox` is the session's own copy), and
-    whether it counts as fetched: every mail taken from the server once, quarantined ones too,
-    but not a receipt known already or a mail a rescan found again."""
+    """One mail's rows in the batch's transaction (`mailbox` is the session's own copy, `seen`
+    what the batch looked up), and whether it counts as fetched: every mail taken from the
+    server once, quarantined ones too, but not a receipt known already or a mail a rescan
+    found again."""
     uid, raw, quarantine = fetched.uid, fetched.raw, fetched.quarantine
 
     def receipt(
@@ -574,9 +582,7 @@ async def _record_mail(
             session.add(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
             return ReceiptOutcome.duplicate, False
     if quarantine is not None:
-        known_receipt = await ingesting.find_receipt(
-            session, mailbox_id=mailbox.id, uidvalidity=recorder.uidvalidity, uid=uid
-        )
+        known_receipt = seen.receipts.get(uid)
         if known_receipt is not None:
             return known_receipt.outcome, False
         item = await ingesting.quarantine(
@@ -605,6 +611,7 @@ async def _record_mail(
         parsed=parsed,
         own=recorder.own,
         count=False,
+        seen=seen,
     )
     return result.outcome, result.recorded
 

@@ -224,7 +224,7 @@ class _Scanner:
 
     def find_boundary(self) -> re.Match[bytes] | None:
         """The next line from the cursor on that is an open multipart's boundary."""
-        if self.pattern is None or self.anchored is None:
+        if self.pattern is None:
             return None
         raw = self.raw
         position = self.pos
@@ -238,6 +238,8 @@ class _Scanner:
             self.misses += 1
             position = start + 1
         # Many "--boundary" strings inside lines: hostile, so let the engine check line starts.
+        if self.anchored is None:
+            self.anchored = re.compile(rb"(?m)(?:^|(?<=\r))" + self.pattern.pattern)
         return self.anchored.search(raw, position)
 
     def next_boundary(self) -> tuple[int, bool] | None:
@@ -260,7 +262,7 @@ class _Scanner:
         alternatives = b"|".join(re.escape(word) for word in words)
         delimiter = rb"--(" + alternatives + rb")(--)?[ \t]*(?:\r\n|\r|\n|\Z)"
         self.pattern = re.compile(delimiter)
-        self.anchored = re.compile(rb"(?m)(?:^|(?<=\r))" + delimiter)
+        self.anchored = None  # compiled when first needed: a hostile mail only
 
     def pop_to(self, size: int) -> None:
         if len(self.stack) <= size:

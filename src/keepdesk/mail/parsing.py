@@ -119,7 +119,7 @@ class Rejected:
     """Why a message cannot be ingested: a short code for the quarantine and a readable sentence.
 
     Codes: too_large, too_many_headers, header_too_long, too_deep, too_many_parts, cpu_time,
-    parse_error.
+    parse_error, and parser_crashed (the parser's process died on it: `parsers`).
     """
 
     reason: str

@@ -1,0 +1,112 @@
+"""Parsing mail in worker processes (`mail_parse_processes`).
+
+A mail's parse is about a millisecond of pure-Python CPU, and a hostile one may take up to
+`mail_max_cpu_seconds`. In a thread it holds the interpreter lock the process that records mail
+and answers agents needs; in a worker process it runs on another core. The workers are forked
+from a fresh server process (multiprocessing's "forkserver"), never from this one with its
+threads, database connections and event loop.
+
+A worker that dies (the kernel's OOM killer, say) breaks the pool: every parse waiting on it
+fails. The parse is tried once more on a new pool; when that one breaks too, the mail itself is
+the likely cause and it is quarantined (`parser_crashed`), never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import multiprocessing
+import os
+import select
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from keepdesk.faults import crash_point
+from keepdesk.mail.limits import MailLimits
+from keepdesk.mail.parsing import ParsedMail, Rejected, parse_mail
+
+log = logging.getLogger("keepdesk.mail.parsers")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def _current(processes: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != processes:
+            if _pool is not None:
+                _pool.shutdown(wait=False, cancel_futures=True)
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["keepdesk.mail.parsing"])
+            _pool = ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=context,
+                initializer=_end_with,
+                initargs=(os.getpid(),),
+            )
+            _pool_size = processes
+        return _pool
+
+
+def _end_with(keepdesk_pid: int) -> None:  # in each worker, as it starts
+    """A worker never outlives the keepdesk process it parses for, however that ended (SIGKILL
+    included, where nothing runs to stop it): a thread waits on the process's pidfd, which
+    turns readable when it ends, and ends the worker. Left over, a worker would hold that
+    process's stdout and stderr open, and the fork server with it."""
+    try:
+        watched = os.pidfd_open(keepdesk_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    threading.Thread(target=_exit_when_ended, args=(watched,), daemon=True).start()
+
+
+def _exit_when_ended(pidfd: int) -> None:
+    select.select([pidfd], [], [])
+    os._exit(0)
+
+
+def _drop(broken: ProcessPoolExecutor) -> None:
+    global _pool
+    with _lock:
+        if _pool is broken:
+            _pool = None
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _parse_job(
+    raw: bytes, limits: MailLimits, own: frozenset[str]
+) -> ParsedMail | Rejected:  # in the worker
+    crash_point("PARSER")
+    return parse_mail(raw, limits=limits, own_addresses=own)
+
+
+async def parse_in_worker(
+    raw: bytes, *, limits: MailLimits, own: frozenset[str], processes: int
+) -> ParsedMail | Rejected:
+    """`parse_mail` in one of `processes` worker processes."""
+    job = functools.partial(_parse_job, raw, limits, own)
+    loop = asyncio.get_running_loop()
+    for attempt in (1, 2):
+        pool = _current(processes)
+        try:
+            return await loop.run_in_executor(pool, job)
+        except BrokenProcessPool:
+            _drop(pool)
+            log.warning("a mail parser process died (attempt %d of 2)", attempt)
+    return Rejected(
+        "parser_crashed",
+        "The parser's process died twice while this message was being parsed (out of memory?).",
+    )
+
+
+def shutdown() -> None:
+    """Stop the workers (tests, and a process about to exit; `atexit` does it otherwise)."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -76,11 +76,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# JSON that is JSONB on PostgreSQL (indexable, compact) and JSON text elsewhere.
-def json_type() -> Any:
+# JSON that is JSONB on PostgreSQL (indexable, compact) and JSON text elsewhere. With
+# `none_as_null`, Python's None is SQL NULL where a Core statement binds it (as the ORM writes
+# a column left None), not the JSON text "null".
+def json_type(*, none_as_null: bool = False) -> Any:
     from sqlalchemy.dialects.postgresql import JSONB
 
-    return JSON().with_variant(JSONB(), "postgresql")
+    return JSON(none_as_null=none_as_null).with_variant(
+        JSONB(none_as_null=none_as_null), "postgresql"
+    )
 
 
 class Database:

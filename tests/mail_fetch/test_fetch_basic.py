@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from keepdesk.accounts.access import Actor
+from keepdesk.accounts.models import AgentRole, Contact
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox, MailReceipt
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
 from keepdesk.runtime import Runtime
+from keepdesk.tickets import queries, search
 from keepdesk.tickets.models import Ticket
 from tests.mail_fetch.conftest import ImapAccount
 
@@ -49,3 +52,58 @@ async def test_new_mail_becomes_a_ticket_then_moves(
 
     again = await fetch_once(runtime, mailbox.id)
     assert again.fetched == 0
+
+
+def _mail(message_id: str, subject: str, body: str, *, in_reply_to: str | None = None) -> bytes:
+    thread = f"In-Reply-To: {in_reply_to}\nReferences: {in_reply_to}\n" if in_reply_to else ""
+    return (
+        f"From: Bob Berg <bob@example.com>\nTo: support@example.com\nSubject: {subject}\n"
+        f"Message-ID: {message_id}\n{thread}Date: Mon, 02 Mar 2026 09:00:00 +0000\n"
+        f"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n{body}\n"
+    ).encode()
+
+
+async def test_one_batch_threads_dedupes_and_indexes_mails_that_refer_to_each_other(
+    runtime: Runtime, mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    """The fetcher records a batch in one transaction with its look-ups done once and its
+    history and search index written at the end: mails of the batch still see each other."""
+    first = _mail("<printer@example.com>", "Printer on fire", "Smoke from tray two.")
+    for raw in (
+        first,
+        _mail(
+            "<printer-2@example.com>",
+            "Re: Printer on fire",
+            "Still burning.",
+            in_reply_to="<printer@example.com>",
+        ),
+        first,  # delivered twice
+        _mail("<scanner@example.com>", "Scanner jammed", "Paper stuck in the feeder."),
+    ):
+        await imap_account.append(raw)
+
+    report = await fetch_once(runtime, mailbox.id)
+
+    assert (report.fetched, report.ingested, report.duplicates) == (4, 3, 1)
+    admin = Actor(1, "admin@example.com", "Admin", AgentRole.admin, frozenset())
+    async with runtime.db.session() as session:
+        contacts = (await session.scalars(select(Contact.email))).all()
+        assert contacts == ["bob@example.com"]
+        found = {}
+        for word in ("burning", "smoke", "feeder"):
+            page = await search.search_tickets(session, actor=admin, query=word, cursor=None)
+            found[word] = [row.subject for row in page.items]
+        assert found == {
+            "burning": ["Printer on fire"],
+            "smoke": ["Printer on fire"],
+            "feeder": ["Scanner jammed"],
+        }
+        printer = await session.scalar(select(Ticket).where(Ticket.subject == "Printer on fire"))
+        assert printer is not None
+        events = await queries.list_events(session, ticket=printer, cursor=None, limit=50)
+        assert [(e.action.value, e.field, e.before) for e in events.items] == [
+            ("created", None, None),
+            ("message_added", "message", None),
+            ("message_added", "message", None),
+        ]
+        assert all(e.actor_contact is not None for e in events.items)

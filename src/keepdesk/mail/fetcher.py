@@ -37,6 +37,7 @@ from keepdesk.mail.mailboxes import imap_server, own_addresses
 from keepdesk.mail.models import Mailbox, MailReceipt, ProcessedAction, ReceiptOutcome
 from keepdesk.mail.parsing import ParsedMail, Rejected
 from keepdesk.runtime import Runtime
+from keepdesk.tickets import service as tickets
 
 log = logging.getLogger("keepdesk.mail.fetcher")
 
@@ -534,10 +535,13 @@ async def _commit_all(
         )
         outcomes: list[ReceiptOutcome] = []
         counted = 0
-        for fetched, parse in zip(pending, parsed, strict=True):
-            outcome, new = await _record_mail(session, recorder, mailbox, fetched, parse, now, seen)
-            outcomes.append(outcome)
-            counted += new
+        async with tickets.batched_writes(session):
+            for fetched, parse in zip(pending, parsed, strict=True):
+                outcome, new = await _record_mail(
+                    session, recorder, mailbox, fetched, parse, now, seen
+                )
+                outcomes.append(outcome)
+                counted += new
         # The mailbox row changes once a batch (a change to it in every mail would be flushed
         # before each mail's first look-up).
         mailbox.fetched_count += counted

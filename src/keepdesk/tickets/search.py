@@ -9,9 +9,21 @@ syntax: it is cut into words, and each whitespace-separated chunk becomes one qu
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, column, func, literal_column, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
 
@@ -70,10 +82,40 @@ def is_search_table(name: str | None) -> bool:
     return name is not None and (name == SEARCH_TABLE or name.startswith(SEARCH_TABLE + "_"))
 
 
+# session.info key: the tickets a `batched_index` block changed, indexed at its end.
+_BATCH = "keepdesk.search.batch"
+
+
 async def index_ticket(session: AsyncSession, ticket_id: int) -> None:
-    """Write the ticket's current subject, messages and requester to the search index."""
+    """Write the ticket's current subject, messages and requester to the search index (inside
+    `batched_index`: at the end of the block)."""
+    batch: set[int] | None = session.info.get(_BATCH)
+    if batch is not None:
+        batch.add(ticket_id)
+        return
     statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
     await session.execute(statement, {"ticket_id": ticket_id})
+
+
+@asynccontextmanager
+async def batched_index(session: AsyncSession) -> AsyncIterator[None]:
+    """The tickets whose text changes inside are indexed at its end, each once, in one
+    statement (the fetcher's batch transaction: one statement for ten mails). For a block that
+    does not search for what it writes; after an error inside nothing is indexed, and the
+    transaction is rolled back anyway."""
+    batch: set[int] = set()
+    session.info[_BATCH] = batch
+    try:
+        yield
+    finally:
+        del session.info[_BATCH]
+    if batch:
+        statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
+        every = statement.text.replace(" = :ticket_id", " IN :ticket_ids")
+        await session.execute(
+            text(every).bindparams(bindparam("ticket_ids", expanding=True)),
+            {"ticket_ids": sorted(batch)},
+        )
 
 
 async def reindex_all(session: AsyncSession) -> None:

@@ -6,7 +6,8 @@ changed field, bumps the ticket's version once, and flushes. The caller commits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -155,6 +156,16 @@ async def _check_assignee(session: AsyncSession, ticket: Ticket, assignee_id: in
                 f"{agent.name} is not a member of this ticket's team", code="not_team_member"
             )
     return agent
+
+
+@asynccontextmanager
+async def batched_writes(session: AsyncSession) -> AsyncIterator[None]:
+    """For one transaction that runs many commands (the mail fetcher's batch): their history
+    events are written in one INSERT and their tickets indexed for search in one statement, at
+    the end of the block, instead of one statement each along the way. Nothing inside may read
+    either back, or open a savepoint."""
+    async with search.batched_index(session), history.batched_events(session):
+        yield
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -321,12 +321,21 @@ async def _parse_first(recorder: Recorder, raw: bytes, uid: int) -> ParsedMail |
     writer then does not wait through). None when the parser itself failed: the transaction
     parses again, and its attempts and quarantine deal with it as before."""
     try:
-        return await ingesting.parse(
+        parsed = await ingesting.parse(
             recorder.runtime, raw, own=recorder.own, limits=recorder.limits
         )
     except Exception:
         log.exception("parsing UID %d failed before its transaction", uid)
         return None
+    if isinstance(parsed, ParsedMail) and parsed.attachments:
+        # Their blobs written (and fsynced) now, beside the batch's other parses, not inside
+        # the transaction; there, storing them finds them on disk. Unused if the mail is not
+        # ingested after all, as its raw bytes' blob may be.
+        blobs = recorder.runtime.blobs
+        with contextlib.suppress(OSError):  # the transaction tries again, and reports it
+            for attachment in parsed.attachments:
+                await asyncio.to_thread(blobs.put, attachment.data)
+    return parsed
 
 
 async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | None]:

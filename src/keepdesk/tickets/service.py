@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
@@ -72,10 +72,20 @@ async def _tags_by_name(session: AsyncSession, names: list[str]) -> list[Tag]:
     return list((await session.scalars(select(Tag).where(Tag.name.in_(names)))).all())
 
 
+# Core, not the ORM's bulk UPDATE (which would look for Counter rows in the session to bring
+# up to date: none are ever loaded): a third of the time per ticket.
+_counters = cast(Table, Counter.__table__).c
+_BUMP = (
+    update(cast(Table, Counter.__table__))
+    .where(_counters.name == "ticket")
+    .values(value=_counters.value + 1)
+    .returning(_counters.value)
+)
+
+
 async def _next_number(session: AsyncSession, first: int) -> int:
     # The row lock taken here is held to commit, so numbers are handed out one at a time.
-    bump = update(Counter).where(Counter.name == "ticket").values(value=Counter.value + 1)
-    number = await session.scalar(bump.returning(Counter.value))
+    number = await session.scalar(_BUMP)
     if number is None:
         # The very first ticket: create the counter (a racing first ticket's row wins), then
         # take a number from it like everyone else.
@@ -84,7 +94,7 @@ async def _next_number(session: AsyncSession, first: int) -> int:
             .values(name="ticket", value=first - 1)
             .on_conflict_do_nothing()
         )
-        number = await session.scalar(bump.returning(Counter.value))
+        number = await session.scalar(_BUMP)
     assert number is not None
     return int(number)
 

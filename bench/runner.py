@@ -315,7 +315,8 @@ async def mail_phase(workspace: store.Workspace, options: Options) -> dict[str, 
         threads = await mail.reply_targets(runtime, int(options.mails * 0.4) + 5)
         batch = mail.make_batch(options.mails, threads, seed=int(time.time()))
         ceiling = mail.parse_ceiling(batch)
-        in_process = await mail.ingest_in_process(runtime, batch)
+        warmup = mail.make_batch(runtime.settings.mail_fetch_batch, threads, seed=1)
+        in_process = await mail.ingest_in_process(runtime, batch, warmup=warmup)
         imap_batch = mail.make_batch(options.mails, threads, seed=int(time.time()) + 1)
         imap = await mail.ingest_over_imap(runtime, imap_batch)
     out: dict[str, Any] = {

@@ -10,7 +10,8 @@ client sends, and can disturb the server's answer once a `BODY[]` literal starts
             than RFC822.SIZE (`short_to` bytes; 0 announces `{0}`) (F3).
 
 The fault starts at the `first`-th BODY[] literal the proxy sees and lasts for `times` of them
-(None: for good); the others pass through.
+(None: for good); the others pass through. With `uid`, only the literals of that message count
+and are disturbed (keepdesk fetches a batch's bodies in one command).
 
 `hide_capabilities` removes names (MOVE, UIDPLUS) from every CAPABILITY the server announces
 (F6). `on_command` is called with each command line before it is forwarded, and `on_body` with
@@ -45,6 +46,7 @@ class ImapProxy:
     hide_capabilities: frozenset[bytes] = frozenset()
     on_command: Callable[[bytes], None] | None = None
     on_body: Callable[[int], None] | None = None
+    uid: int | None = None
 
     host: str = "127.0.0.1"
     port: int = 0
@@ -59,10 +61,14 @@ class ImapProxy:
     def url(self, user: str, password: str, folder: str = "INBOX") -> str:
         return f"imap://{user}:{password}@{self.host}:{self.port}/{folder}"
 
-    def set(self, mode: Mode, *, first: int = 1, times: int | None = None) -> None:
-        """Disturb from the `first`-th BODY[] literal on (counted from now), `times` of them."""
+    def set(
+        self, mode: Mode, *, first: int = 1, times: int | None = None, uid: int | None = None
+    ) -> None:
+        """Disturb from the `first`-th BODY[] literal on (counted from now), `times` of them;
+        with `uid`, of that message's literals only."""
         self.mode, self.first, self.times = mode, self.bodies + first, times
         self.disturbed = 0
+        self.uid = uid
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, 0)
@@ -143,7 +149,9 @@ class ImapProxy:
         while line := await reader.readline():
             literal = _LITERAL.search(line)
             data = await reader.readexactly(int(literal.group(1))) if literal else b""
-            if _BODY_LITERAL.search(line):
+            if _BODY_LITERAL.search(line) and (
+                self.uid is None or re.search(rb"\bUID %d\b" % self.uid, line)
+            ):
                 self.bodies += 1
                 if self.on_body is not None:
                     self.on_body(self.bodies)

@@ -5,6 +5,8 @@ the server can do. Without MOVE and UIDPLUS it only flags, and tells the admin
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from keepdesk.mail.fetcher import fetch_once
@@ -83,3 +85,22 @@ async def test_keepdesk_never_sends_a_plain_expunge(
         assert stored is not None and stored.alert and "neither MOVE nor UIDPLUS" in stored.alert
     else:
         await assert_each_mail_once(runtime, imap_account, box, expected)
+
+
+async def test_a_batchs_bodies_come_in_one_uid_fetch_that_names_each_uid(
+    runtime: Runtime, imap_account: ImapAccount, proxy: ImapProxy
+) -> None:
+    expected = await deliver(imap_account, "ahead", 5)
+    box = await add_box(
+        runtime, address="support@example.com", imap_url=proxied_url(proxy, imap_account)
+    )
+    in_twos = dataclasses.replace(
+        runtime, settings=runtime.settings.model_copy(update={"mail_fetch_batch": 2})
+    )
+    report = await fetch_once(in_twos, box.id)
+    assert report.errors == [] and report.ingested == 5
+
+    fetches = [c for c in verbs(proxy.commands) if c[:2] == [b"UID", b"FETCH"]]
+    bodies = [c[2] for c in fetches if any(b"BODY.PEEK[]" in word for word in c)]
+    assert bodies == [b"1,2", b"3,4", b"5"]
+    await assert_each_mail_once(runtime, imap_account, box, expected)

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keepdesk import leases
 from keepdesk.faults import crash_point
 from keepdesk.mail import ingest as ingesting
+from keepdesk.mail.imap import Fetched as Downloaded
 from keepdesk.mail.imap import ImapClient, ImapError
 from keepdesk.mail.limits import MailLimits
 from keepdesk.mail.mailboxes import imap_server, own_addresses
@@ -234,6 +235,8 @@ async def _pass(
     for first in range(0, len(todo), UIDS_PER_COMMAND):
         sizes.update(await imap.sizes_of(todo[first : first + UIDS_PER_COMMAND]))
     pending: list[Fetched] = []
+    # Bodies fetched ahead, a batch's worth in one UID FETCH (one round trip a mail before).
+    ahead = _Ahead(imap, todo, sizes, limits.max_bytes, runtime.settings.mail_fetch_batch)
     try:
         for uid in batch:
             receipt = known.get(uid)
@@ -242,7 +245,7 @@ async def _pass(
                 if not receipt.imap_done and not rescan:
                     await _act(runtime, imap, mailbox, uidvalidity, [(uid, receipt.outcome)])
                 continue
-            fetched = await _fetch(recorder, imap, uid, sizes.get(uid))
+            fetched = await _fetch(recorder, imap, uid, sizes.get(uid), ahead)
             if fetched is None:
                 continue
             pending.append(fetched)
@@ -338,11 +341,57 @@ async def _parse_first(recorder: Recorder, raw: bytes, uid: int) -> ParsedMail |
     return parsed
 
 
-async def _fetch_body(imap: ImapClient, uid: int) -> tuple[bytes | None, str | None]:
-    """The raw bytes, or None with the reason after every attempt came back short (F3)."""
+class _Ahead:
+    """The bodies of a pass's next mails, fetched a batch at a time (`batch` mails, at most
+    `BATCH_BYTES`) in one command when the first of them is wanted. A mail too large to
+    download (AC-7) or of unknown size is never among them."""
+
+    def __init__(
+        self,
+        imap: ImapClient,
+        todo: list[int],
+        sizes: dict[int, int],
+        max_bytes: int,
+        batch: int,
+    ) -> None:
+        self.imap = imap
+        self.todo = todo
+        self.position = {uid: i for i, uid in enumerate(todo)}
+        self.sizes = sizes
+        self.max_bytes = max_bytes
+        self.batch = batch
+        self.bodies: dict[int, Downloaded] = {}
+        self.asked: set[int] = set()
+
+    def _fits(self, uid: int) -> bool:
+        size = self.sizes.get(uid)
+        return size is not None and size <= self.max_bytes
+
+    async def take(self, uid: int) -> Downloaded | None:
+        """Its body, fetched with those of the next mails; None when it was not among the
+        answer (another client expunged it meanwhile, say): the caller fetches it alone."""
+        if uid not in self.asked and self._fits(uid):
+            chunk: list[int] = []
+            total = 0
+            for later in self.todo[self.position[uid] :]:
+                if len(chunk) >= self.batch or (chunk and total >= BATCH_BYTES):
+                    break
+                if self._fits(later) and later not in self.asked:
+                    chunk.append(later)
+                    total += self.sizes[later]
+            self.asked.update(chunk)
+            self.bodies.update(await self.imap.fetch_many(chunk))
+        return self.bodies.pop(uid, None)
+
+
+async def _fetch_body(imap: ImapClient, uid: int, ahead: _Ahead) -> tuple[bytes | None, str | None]:
+    """The raw bytes, or None with the reason after every attempt came back short (F3). The
+    first attempt takes what `ahead` fetched, when it has the mail."""
     reason = None
-    for _ in range(FETCH_ATTEMPTS):
-        fetched = await imap.fetch(uid)
+    for attempt in range(FETCH_ATTEMPTS):
+        fetched = await ahead.take(uid) if attempt == 0 else None
+        if fetched is None:
+            fetched = await imap.fetch(uid)
         crash_point("CP2")
         if fetched is None:
             return None, "gone"
@@ -414,7 +463,7 @@ async def _store(runtime: Runtime, raw: bytes) -> str:
 
 
 async def _fetch(
-    recorder: Recorder, imap: ImapClient, uid: int, size: int | None
+    recorder: Recorder, imap: ImapClient, uid: int, size: int | None, ahead: _Ahead
 ) -> Fetched | None:
     """The mail of one UID of `size` bytes, stored and parsing; None when another client
     expunged it."""
@@ -428,7 +477,7 @@ async def _fetch(
         raw = header.data if header else b""
         problem = ("too_large", f"the message is {size} bytes; the limit is {limits.max_bytes}")
     else:
-        body, incomplete = await _fetch_body(imap, uid)
+        body, incomplete = await _fetch_body(imap, uid, ahead)
         if incomplete == "gone":
             return None
         raw = body or b""

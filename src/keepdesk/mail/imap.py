@@ -23,6 +23,7 @@ from keepdesk.mail.servers import Security, ServerUrl
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _UID = re.compile(rb"UID (\d+)")
+_FETCH_START = re.compile(rb"\d+ FETCH \(")
 _LIST_SEP = re.compile(rb'\(([^)]*)\) (?:"((?:[^"\\]|\\.)*)"|NIL) ')
 
 
@@ -46,6 +47,31 @@ def _uid_set(uids: Sequence[int]) -> str:
     if not uids:
         raise ValueError("no UIDs")
     return ",".join(str(uid) for uid in sorted(set(uids)))
+
+
+def _fetch_responses(lines: Sequence[Any]) -> list[Fetched]:
+    """The messages in a FETCH answer: each starts with a "n FETCH (" line; its UID and size
+    may come before or after its literal (the server's choice), and an unsolicited FETCH (a
+    flag change) carries neither and is skipped."""
+    found: list[Fetched] = []
+    text, data = b"", None
+
+    def done() -> None:
+        uid, size = _UID.search(text), _SIZE.search(text)
+        if uid and size:
+            found.append(Fetched(uid=int(uid.group(1)), size=int(size.group(1)), data=data or b""))
+
+    for line in lines:
+        if isinstance(line, bytearray):
+            data = bytes(line)
+        elif isinstance(line, bytes):
+            if _FETCH_START.match(line):
+                done()
+                text, data = line, None
+            else:
+                text += b" " + line
+    done()
+    return found
 
 
 def _quote(name: str) -> str:
@@ -237,22 +263,22 @@ class ImapClient:
         return sizes
 
     async def fetch(self, uid: int, part: str = "BODY.PEEK[]") -> Fetched | None:
+        """One message (`part` of it), or None when another client expunged it."""
+        return (await self.fetch_many([uid], part)).get(uid)
+
+    async def fetch_many(
+        self, uids: Sequence[int], part: str = "BODY.PEEK[]"
+    ) -> dict[int, Fetched]:
+        """Several messages in one command, by UID; one another client expunged is missing
+        from the answer."""
         response = _ok(
             await self._call(
-                self.client.uid("fetch", str(uid), f"(UID RFC822.SIZE {part})"), "UID FETCH"
+                self.client.uid("fetch", _uid_set(uids), f"(UID RFC822.SIZE {part})"),
+                "UID FETCH",
             ),
             "UID FETCH",
         )
-        size: int | None = None
-        data: bytes | None = None
-        for line in response.lines:
-            if isinstance(line, bytearray):
-                data = bytes(line)
-            elif isinstance(line, bytes) and (match := _SIZE.search(line)):
-                size = int(match.group(1))
-        if size is None:
-            return None
-        return Fetched(uid=uid, size=size, data=data or b"")
+        return {f.uid: f for f in _fetch_responses(response.lines[:-1]) if f.uid in uids}
 
     async def ensure_folder(self, folder: str) -> None:
         # "already exists" answers NO; either way the folder is there afterwards. Asked once

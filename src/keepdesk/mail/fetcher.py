@@ -600,6 +600,7 @@ async def _commit_all(
                 )
                 outcomes.append(outcome)
                 counted += new
+        session.add_all(seen.unwritten)
         # The mailbox row changes once a batch (a change to it in every mail would be flushed
         # before each mail's first look-up).
         mailbox.fetched_count += counted
@@ -641,7 +642,7 @@ async def _record_mail(
     if recorder.rescan and quarantine is None:
         content_sha = hashlib.sha256(raw).hexdigest()
         if await _known_content(session, mailbox.id, content_sha):
-            session.add(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
+            seen.unwritten.append(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
             return ReceiptOutcome.duplicate, False
     if quarantine is not None:
         known_receipt = seen.receipts.get(uid)
@@ -658,7 +659,7 @@ async def _record_mail(
             uidvalidity=recorder.uidvalidity,
             uid=uid,
         )
-        session.add(receipt(ReceiptOutcome.quarantined, quarantine_id=item.id))
+        seen.unwritten.append(receipt(ReceiptOutcome.quarantined, quarantine_id=item.id))
         return ReceiptOutcome.quarantined, True
     result = await ingesting.ingest(
         session,

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -132,6 +132,8 @@ class Seen:
     asked: set[tuple[str, str]]  # (Message-ID, body hash) of the batch's parsed mails
     ingested: set[tuple[str, str]]  # those of them ingested already
     contacts: dict[str, Contact]  # by address: the senders who are contacts already
+    # The batch's new receipts, added to the session by the caller at the batch's end.
+    unwritten: list[MailReceipt] = field(default_factory=list)
 
 
 async def look_up(
@@ -325,8 +327,7 @@ async def ingest(
         )
         receipt.quarantine_id = item.id
         receipt.outcome = ReceiptOutcome.quarantined
-        session.add(receipt)
-        await session.flush()
+        await _keep(session, receipt, seen)
         return Ingested(ReceiptOutcome.quarantined, detail, quarantine_id=item.id)
 
     if isinstance(parsed, Rejected):
@@ -342,8 +343,7 @@ async def ingest(
         duplicate = await _ingested_before(session, receipt)
     if duplicate:
         receipt.outcome = ReceiptOutcome.duplicate
-        session.add(receipt)
-        await session.flush()
+        await _keep(session, receipt, seen)
         return Ingested(ReceiptOutcome.duplicate, "a re-delivery of a mail already ingested")
 
     sender = parsed.sender
@@ -386,8 +386,7 @@ async def ingest(
     if AutomationReason.OWN_ADDRESS in automation.reasons or _is_our_own(parsed, runtime.secret):
         # Our own mail coming back (corpus 407): kept raw in the blob store, nothing created.
         receipt.outcome = ReceiptOutcome.loop
-        session.add(receipt)
-        await session.flush()
+        await _keep(session, receipt, seen)
         return Ingested(ReceiptOutcome.loop, "keepdesk's own mail came back; nothing was created")
 
     if automation.bounce is not None:
@@ -515,6 +514,16 @@ async def ingest(
     return result
 
 
+async def _keep(session: AsyncSession, receipt: MailReceipt, seen: Seen | None) -> None:
+    """The mail's receipt, written now; in a batch, with the batch's others at its end (one
+    INSERT for them all): `Seen` answers for it until then."""
+    if seen is None:
+        session.add(receipt)
+        await session.flush()
+    else:
+        seen.unwritten.append(receipt)
+
+
 async def _ingested_before(session: AsyncSession, receipt: MailReceipt) -> bool:
     earlier = await session.scalar(
         select(MailReceipt.id)
@@ -594,8 +603,7 @@ async def _finish(
     )
     receipt.outcome = ReceiptOutcome.ingested
     receipt.ticket_message_id = message.id
-    session.add(receipt)
-    await session.flush()
+    await _keep(session, receipt, seen)
     if seen is not None and receipt.header_message_id:
         key = (receipt.header_message_id, receipt.body_sha256)
         seen.asked.add(key)

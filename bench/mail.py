@@ -1,11 +1,11 @@
 """Mail ingest: a generated batch of new mails and replies through keepdesk's real path.
 
 In process, the mails go the fetcher's way (`keepdesk.mail.fetcher.stage` and `record`): raw
-bytes into the blob store (fsynced) while they are parsed, then one transaction per batch of
-`mail_fetch_batch` mails that runs `keepdesk.mail.ingest.ingest` for each, advances the mailbox
-cursor and commits. Through IMAP, the same batch is appended to a real Dovecot and
-`fetch_once` takes it from there (fetch, store, commit, then MOVE on the server). The standard
-library's parse of the same batch is the same-run ceiling.
+bytes into the blob store (fsynced) while the parser's processes parse them, then one
+transaction per batch of `mail_fetch_batch` mails that runs `keepdesk.mail.ingest.ingest` for
+each, advances the mailbox cursor and commits. Through IMAP, the same batch is appended to a
+real Dovecot and `fetch_once` takes it from there (fetch, store, commit, then MOVE on the
+server). The standard library's parse of the same batch is the same-run ceiling.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -273,6 +273,20 @@ def _configure_sqlite(
             dbapi_connection.begin_with_next_statement(begin)
         else:
             conn.exec_driver_sql(begin)
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def collecting(session: AsyncSession, key: str, into: _T) -> Iterator[_T]:
+    """`into` in `session.info[key]` for the block: what a service writes inside is collected
+    there, and written by the caller at the block's end (`history.batched_events`)."""
+    session.info[key] = into
+    try:
+        yield into
+    finally:
+        del session.info[key]
 
 
 def conflict_insert(session: AsyncSession, table: Any) -> postgresql.Insert | sqlite.Insert:

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keepdesk.db import json_type
+from keepdesk.db import collecting, json_type
 from keepdesk.errors import Conflict
 from keepdesk.tickets import states
 from keepdesk.tickets.models import EventAction, Ticket, TicketEvent, TicketStatus
@@ -60,12 +60,9 @@ async def batched_events(session: AsyncSession) -> AsyncIterator[None]:
     INSERT each in the flushes along the way (the fetcher's batch of ten mails wrote 17). For
     a block that reads none of its own events back and opens no savepoint; after an error
     inside, its events are dropped with its transaction."""
-    batch: list[dict[str, Any]] = []
-    session.info[_BATCH] = batch
-    try:
+    batch: list[dict[str, Any]]
+    with collecting(session, _BATCH, []) as batch:
         yield
-    finally:
-        del session.info[_BATCH]
     if batch:
         # Core's executemany: one statement whatever is None (the ORM's bulk INSERT makes one
         # for each run of events that leave the same columns empty).

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
 
 from keepdesk.accounts.access import Actor
+from keepdesk.db import collecting
 from keepdesk.errors import InvalidInput
 from keepdesk.pagination import Page, decode_cursor, encode_cursor
 from keepdesk.tickets import rows
@@ -103,12 +104,9 @@ async def batched_index(session: AsyncSession) -> AsyncIterator[None]:
     statement (the fetcher's batch transaction: one statement for ten mails). For a block that
     does not search for what it writes; after an error inside nothing is indexed, and the
     transaction is rolled back anyway."""
-    batch: set[int] = set()
-    session.info[_BATCH] = batch
-    try:
+    batch: set[int]
+    with collecting(session, _BATCH, set()) as batch:
         yield
-    finally:
-        del session.info[_BATCH]
     if batch:
         statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
         every = statement.text.replace(" = :ticket_id", " IN :ticket_ids")

@@ -1,6 +1,7 @@
 """Mail is parsed in worker processes (`mail_parse_processes`): the same result as a parse in
 this process, and a worker that dies on a mail costs that mail a quarantine record, never the
-mail, the pass, or the mails beside it (RELIABILITY.md F16, AC-6)."""
+mail, the pass, or the mails beside it (RELIABILITY.md F16, AC-6). The killed workers are the
+real console script's, armed at crash point PARSER."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ async def test_a_worker_process_parses_a_mail_as_this_process_would() -> None:
 async def test_a_mail_that_kills_its_parser_twice_is_quarantined_and_the_pass_goes_on(
     runtime: Runtime, imap_account: ImapAccount
 ) -> None:
-    # The real console script, its parser processes armed to die on every parse (SIGKILL, as
-    # the kernel's OOM killer would): each of its mails kills a worker, then one of a new pool.
+    # Its parser processes armed to die on every parse (SIGKILL, as the kernel's OOM killer
+    # would): each mail kills a worker of the pool, then the process it is parsed in alone.
     tag = "parser"
     for n in (1, 2):
         await imap_account.append(customer_mail(tag, n))
@@ -54,4 +55,33 @@ async def test_a_mail_that_kills_its_parser_twice_is_quarantined_and_the_pass_go
     for mid in expected:
         (held,) = db.quarantined[mid]
         assert held.reason == "parser_crashed"
-        assert "died twice" in held.detail
+        assert "died twice" in held.detail and "no other message" in held.detail
+
+
+async def test_the_mails_beside_one_that_kills_the_parser_come_in(
+    runtime: Runtime, imap_account: ImapAccount
+) -> None:
+    # One parser process, armed to die on its second parse: it parses mail 1, dies on mail 2,
+    # and mail 3, waiting behind it, fails with it. Each is parsed again alone, in a process
+    # whose first parse it is, and comes in; nothing is quarantined.
+    tag = "beside"
+    for n in (1, 2, 3):
+        await imap_account.append(customer_mail(tag, n))
+    expected = [message_id(tag, n) for n in (1, 2, 3)]
+    box = await add_box(runtime, address="support@example.com", imap_url=imap_account.url)
+
+    finished = await keepdesk(
+        runtime.settings,
+        "mail",
+        "fetch-once",
+        "--mailbox",
+        box.address,
+        fault="PARSER",
+        after=2,
+        env={"KEEPDESK_MAIL_PARSE_PROCESSES": "1"},
+    )
+
+    assert finished.returncode == 0, finished.output
+    assert "a mail parser process died" in finished.output
+    db = await assert_each_mail_once(runtime, imap_account, box, expected)
+    assert db.quarantined == {}

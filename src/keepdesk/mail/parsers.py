@@ -7,8 +7,9 @@ from a fresh server process (multiprocessing's "forkserver"), never from this on
 threads, database connections and event loop.
 
 A worker that dies (the kernel's OOM killer, say) breaks the pool: every parse waiting on it
-fails. The parse is tried once more on a new pool; when that one breaks too, the mail itself is
-the likely cause and it is quarantined (`parser_crashed`), never dropped.
+fails, the one that killed it and the others alike. Each is then tried again alone, in a
+process of its own, so the mail that kills its parser kills only that one: it is quarantined
+(`parser_crashed`), never dropped, and the others come in.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import multiprocessing
 import os
 import select
 import threading
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -32,6 +34,20 @@ log = logging.getLogger("keepdesk.mail.parsers")
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _new_pool(processes: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["keepdesk.mail.parsing"])
+    return ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=context,
+        initializer=_end_with,
+        initargs=(os.getpid(),),
+    )
 
 
 def _current(processes: int) -> ProcessPoolExecutor:
@@ -39,15 +55,8 @@ def _current(processes: int) -> ProcessPoolExecutor:
     with _lock:
         if _pool is None or _pool_size != processes:
             if _pool is not None:
-                _pool.shutdown(wait=False, cancel_futures=True)
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["keepdesk.mail.parsing"])
-            _pool = ProcessPoolExecutor(
-                max_workers=processes,
-                mp_context=context,
-                initializer=_end_with,
-                initargs=(os.getpid(),),
-            )
+                _pool.shutdown(wait=False)  # what it parses still finishes
+            _pool = _new_pool(processes)
             _pool_size = processes
         return _pool
 
@@ -74,7 +83,7 @@ def _drop(broken: ProcessPoolExecutor) -> None:
     with _lock:
         if _pool is broken:
             _pool = None
-    broken.shutdown(wait=False, cancel_futures=True)
+    broken.shutdown(wait=False)
 
 
 def _parse_job(
@@ -90,17 +99,33 @@ async def parse_in_worker(
     """`parse_mail` in one of `processes` worker processes."""
     job = functools.partial(_parse_job, raw, limits, own)
     loop = asyncio.get_running_loop()
-    for attempt in (1, 2):
-        pool = _current(processes)
+    pool = _current(processes)
+    try:
+        return await loop.run_in_executor(pool, job)
+    except BrokenProcessPool:
+        _drop(pool)
+    log.warning("a mail parser process died; parsing the mails it had again, each alone")
+    async with _alone(loop, processes):
+        alone = _new_pool(1)
         try:
-            return await loop.run_in_executor(pool, job)
+            return await loop.run_in_executor(alone, job)
         except BrokenProcessPool:
-            _drop(pool)
-            log.warning("a mail parser process died (attempt %d of 2)", attempt)
-    return Rejected(
-        "parser_crashed",
-        "The parser's process died twice while this message was being parsed (out of memory?).",
-    )
+            log.warning("a mail killed its parser's process twice; it goes to the quarantine")
+            return Rejected(
+                "parser_crashed",
+                "The parser's process died twice while this message was being parsed, the "
+                "second time with no other message beside it (out of memory?).",
+            )
+        finally:
+            alone.shutdown(wait=False)
+
+
+def _alone(loop: asyncio.AbstractEventLoop, processes: int) -> asyncio.Semaphore:
+    """At most `processes` mails parsed alone at once, on this event loop."""
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = asyncio.Semaphore(processes)
+    return turns
 
 
 def shutdown() -> None:

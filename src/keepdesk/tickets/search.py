@@ -48,29 +48,39 @@ _WORD = re.compile(r"[^\W_]+")
 MAX_PHRASES = 16
 MAX_WORD = 100
 
-# One statement per ticket, the same one the migration runs for every ticket. Bodies are cut at
-# 200,000 characters: a PostgreSQL tsvector holds at most 1 MB.
-_INDEX_SQLITE = text(
+# The statements that index tickets, the same the migration runs for every ticket, with the
+# `{where}` that picks them. Bodies are cut at 200,000 characters: a PostgreSQL tsvector holds
+# at most 1 MB.
+_INDEX_SQLITE = (
     "INSERT OR REPLACE INTO ticket_search (rowid, subject, body, requester) "
     "SELECT t.id, t.subject, "
     "substr(coalesce((SELECT group_concat(m.body_text, ' ') FROM "
     "(SELECT body_text FROM messages WHERE ticket_id = t.id ORDER BY id) AS m), ''), "
     "1, 200000), "
     "c.email || ' ' || c.name "
-    "FROM tickets AS t JOIN contacts AS c ON c.id = t.requester_id WHERE t.id = :ticket_id"
+    "FROM tickets AS t JOIN contacts AS c ON c.id = t.requester_id{where}"
 )
 # The punctuation becomes spaces first: PostgreSQL's parser would keep an email address or a
 # host name as one word, where FTS5 and the query's phrases see several.
-_INDEX_POSTGRES = text(
+_INDEX_POSTGRES = (
     "INSERT INTO ticket_search (ticket_id, document) "
     "SELECT t.id, to_tsvector('simple', regexp_replace("
     "t.subject || ' ' || left(coalesce((SELECT string_agg(m.body_text, ' ' ORDER BY m.id) "
     "FROM messages AS m WHERE m.ticket_id = t.id), ''), 200000) "
     "|| ' ' || c.email || ' ' || c.name, "
     "'[[:punct:][:space:][:cntrl:]]+', ' ', 'g')) "
-    "FROM tickets AS t JOIN contacts AS c ON c.id = t.requester_id WHERE t.id = :ticket_id "
+    "FROM tickets AS t JOIN contacts AS c ON c.id = t.requester_id{where} "
     "ON CONFLICT (ticket_id) DO UPDATE SET document = excluded.document"
 )
+_SOME = " WHERE t.id IN :ticket_ids"
+_INDEX_SOME = {
+    dialect: text(sql.format(where=_SOME)).bindparams(bindparam("ticket_ids", expanding=True))
+    for dialect, sql in (("sqlite", _INDEX_SQLITE), ("postgresql", _INDEX_POSTGRES))
+}
+_INDEX_ALL = {
+    "sqlite": text(_INDEX_SQLITE.format(where="")),
+    "postgresql": text(_INDEX_POSTGRES.format(where="")),
+}
 
 # The FTS5 table's hidden column of its own name is what MATCH takes.
 _fts = table(SEARCH_TABLE, column("rowid", Integer), column(SEARCH_TABLE))
@@ -94,8 +104,11 @@ async def index_ticket(session: AsyncSession, ticket_id: int) -> None:
     if batch is not None:
         batch.add(ticket_id)
         return
-    statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
-    await session.execute(statement, {"ticket_id": ticket_id})
+    await _index(session, {ticket_id})
+
+
+async def _index(session: AsyncSession, ticket_ids: set[int]) -> None:
+    await session.execute(_INDEX_SOME[_dialect(session)], {"ticket_ids": sorted(ticket_ids)})
 
 
 @asynccontextmanager
@@ -108,19 +121,12 @@ async def batched_index(session: AsyncSession) -> AsyncIterator[None]:
     with collecting(session, _BATCH, set()) as batch:
         yield
     if batch:
-        statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
-        every = statement.text.replace(" = :ticket_id", " IN :ticket_ids")
-        await session.execute(
-            text(every).bindparams(bindparam("ticket_ids", expanding=True)),
-            {"ticket_ids": sorted(batch)},
-        )
+        await _index(session, batch)
 
 
 async def reindex_all(session: AsyncSession) -> None:
     """Rebuild the whole index (after a restore, which carries rows, not the index)."""
-    statement = _INDEX_SQLITE if _dialect(session) == "sqlite" else _INDEX_POSTGRES
-    every = statement.text.replace(" WHERE t.id = :ticket_id", "")
-    await session.execute(text(every))
+    await session.execute(_INDEX_ALL[_dialect(session)])
 
 
 def search_phrases(query: str) -> list[str]:

@@ -38,7 +38,6 @@ from keepdesk.mail.mailboxes import imap_server, own_addresses
 from keepdesk.mail.models import Mailbox, MailReceipt, ProcessedAction, ReceiptOutcome
 from keepdesk.mail.parsing import ParsedMail, Rejected
 from keepdesk.runtime import Runtime
-from keepdesk.tickets import service as tickets
 
 log = logging.getLogger("keepdesk.mail.fetcher")
 
@@ -585,22 +584,20 @@ async def _commit_all(
     async with recorder.runtime.db.session(write=True) as session:
         mailbox = await session.get(Mailbox, recorder.mailbox.id)
         assert mailbox is not None
-        seen = await ingesting.look_up(
+        outcomes: list[ReceiptOutcome] = []
+        counted = 0
+        async with ingesting.recording_batch(
             session,
             mailbox_id=mailbox.id,
             uidvalidity=recorder.uidvalidity,
             mails=[(f.uid, f.raw, p) for f, p in zip(pending, parsed, strict=True)],
-        )
-        outcomes: list[ReceiptOutcome] = []
-        counted = 0
-        async with tickets.batched_writes(session):
+        ) as seen:
             for fetched, parse in zip(pending, parsed, strict=True):
                 outcome, new = await _record_mail(
                     session, recorder, mailbox, fetched, parse, now, seen
                 )
                 outcomes.append(outcome)
                 counted += new
-        session.add_all(seen.unwritten)
         # The mailbox row changes once a batch (a change to it in every mail would be flushed
         # before each mail's first look-up).
         mailbox.fetched_count += counted
@@ -642,7 +639,7 @@ async def _record_mail(
     if recorder.rescan and quarantine is None:
         content_sha = hashlib.sha256(raw).hexdigest()
         if await _known_content(session, mailbox.id, content_sha):
-            seen.unwritten.append(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
+            seen.keep(receipt(ReceiptOutcome.duplicate, content_sha=content_sha))
             return ReceiptOutcome.duplicate, False
     if quarantine is not None:
         known_receipt = seen.receipts.get(uid)
@@ -659,7 +656,7 @@ async def _record_mail(
             uidvalidity=recorder.uidvalidity,
             uid=uid,
         )
-        seen.unwritten.append(receipt(ReceiptOutcome.quarantined, quarantine_id=item.id))
+        seen.keep(receipt(ReceiptOutcome.quarantined, quarantine_id=item.id))
         return ReceiptOutcome.quarantined, True
     result = await ingesting.ingest(
         session,

@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -132,8 +133,29 @@ class Seen:
     asked: set[tuple[str, str]]  # (Message-ID, body hash) of the batch's parsed mails
     ingested: set[tuple[str, str]]  # those of them ingested already
     contacts: dict[str, Contact]  # by address: the senders who are contacts already
-    # The batch's new receipts, added to the session by the caller at the batch's end.
+    # The batch's new receipts, written together at its end (`recording_batch`).
     unwritten: list[MailReceipt] = field(default_factory=list)
+
+    def keep(self, receipt: MailReceipt) -> None:
+        self.unwritten.append(receipt)
+
+
+@asynccontextmanager
+async def recording_batch(
+    session: AsyncSession,
+    *,
+    mailbox_id: int,
+    uidvalidity: int,
+    mails: Sequence[tuple[int, bytes, ParsedMail | Rejected | None]],
+) -> AsyncIterator[Seen]:
+    """One transaction's batch of (UID, raw bytes, parse) of one mailbox, each mail recorded
+    inside with `ingest(..., seen=...)`: what they look up is read at the start, three
+    statements (`look_up`); their history events, search index and receipts are written at
+    the end, a statement each (`tickets.batched_writes`)."""
+    seen = await look_up(session, mailbox_id=mailbox_id, uidvalidity=uidvalidity, mails=mails)
+    async with tickets.batched_writes(session):
+        yield seen
+    session.add_all(seen.unwritten)
 
 
 async def look_up(
@@ -521,7 +543,7 @@ async def _keep(session: AsyncSession, receipt: MailReceipt, seen: Seen | None) 
         session.add(receipt)
         await session.flush()
     else:
-        seen.unwritten.append(receipt)
+        seen.keep(receipt)
 
 
 async def _ingested_before(session: AsyncSession, receipt: MailReceipt) -> bool:

@@ -253,14 +253,7 @@ class ImapClient:
             ),
             "UID FETCH",
         )
-        sizes: dict[int, int] = {}
-        for line in response.lines:
-            if not isinstance(line, bytes | bytearray):
-                continue
-            uid, size = _UID.search(line), _SIZE.search(line)
-            if uid and size:
-                sizes[int(uid.group(1))] = int(size.group(1))
-        return sizes
+        return {f.uid: f.size for f in _fetch_responses(response.lines[:-1])}
 
     async def fetch(self, uid: int, part: str = "BODY.PEEK[]") -> Fetched | None:
         """One message (`part` of it), or None when another client expunged it."""

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util.concurrency import await_
 
 from keepdesk import sqlite_driver
 
@@ -41,6 +42,9 @@ log = logging.getLogger("keepdesk.db")
 
 # After a write, a checkpoint starts in the background when none ran for this long.
 CHECKPOINT_EVERY_SECONDS = 1.0
+# A PostgreSQL connection back in the pool for longer than this is pinged before it is handed
+# out again; one in use this recently is not (HikariCP's "alive bypass window", 500 ms too).
+PING_AFTER_IDLE_SECONDS = 0.5
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -105,7 +109,7 @@ class Database:
         in_memory = self.is_sqlite and (
             ":memory:" in url or "mode=memory" in url or url.endswith("://")
         )
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
+        kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         elif url.startswith("sqlite+aiosqlite"):
@@ -121,6 +125,8 @@ class Database:
         # and a writer waiting for the lock never holds a connection a reader needs.
         self._own_write_engine: AsyncEngine | None = None
         self._checkpointer: Checkpointer | None = None
+        if not self.is_sqlite:
+            _ping_when_idle(self.engine)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
             # (Not for a database in memory: a second engine would open a second database.)
@@ -135,6 +141,10 @@ class Database:
         self._write_engine = writer.execution_options(keepdesk_write=True)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write = async_sessionmaker(self._write_engine, expire_on_commit=False)
+        self._reading = self._read
+        if not self.is_sqlite:
+            reads = _autocommit_reads(self.engine)
+            self._reading = async_sessionmaker(reads, expire_on_commit=False)
         # SQLite writers take turns in arrival order (a pool's queue lets a newcomer take a
         # connection that was handed back before the longest waiter wakes: 16 concurrent
         # replies had a p99 of 2 s). One lock per event loop; a turn waits as long as SQLite
@@ -159,6 +169,16 @@ class Database:
             return
         factory = self._write if write else self._read
         async with factory() as session:
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session that only reads: a GET request's. On PostgreSQL it runs in autocommit, so
+        it costs no BEGIN and no ROLLBACK (two of an API list's five round trips); under READ
+        COMMITTED each statement saw a snapshot of its own inside a transaction too. A write in
+        it fails (`ReadOnlySession`) rather than commit statement by statement. On SQLite it
+        is `session()`: a read transaction there is one snapshot, and costs no round trip."""
+        async with self._reading() as session:
             yield session
 
     @asynccontextmanager
@@ -273,6 +293,60 @@ def _configure_sqlite(
             dbapi_connection.begin_with_next_statement(begin)
         else:
             conn.exec_driver_sql(begin)
+
+
+class ReadOnlySession(RuntimeError):
+    """A statement that writes, run in a session from `Database.reading()`."""
+
+
+def _autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` (PostgreSQL) for `Database.reading()`: autocommit, and INSERT, UPDATE and
+    DELETE refused (a listener on this engine alone)."""
+    reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @event.listens_for(reads.sync_engine, "before_cursor_execute")
+    def _refuse_writes(
+        _conn: Connection,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        context: Any,
+        _executemany: bool,
+    ) -> None:
+        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+            raise ReadOnlySession(f"a write in a read-only session: {statement[:80]}")
+
+    return reads
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled PostgreSQL connection before it is handed out, when it has been idle in
+    the pool for `PING_AFTER_IDLE_SECONDS`: one round trip (`SELECT 1`), and a connection
+    that fails it is replaced, with every other connection of the pool, before anyone uses it
+    (the pool retries a checkout on `DisconnectionError`).
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout, and on asyncpg its ping is three
+    round trips (BEGIN, the query, ROLLBACK): three of an API list's eight. A connection
+    handed back a moment ago has just answered; if the server ends it in between, the
+    statement that finds out fails and the pool drops every connection of that server."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None:
+            record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+            return  # new (it has just connected), or in use a moment ago
+        driver: Any = record.driver_connection  # asyncpg's own connection
+        try:
+            await_(driver.execute("SELECT 1"))
+        except Exception as exc:
+            # Most likely the server restarted: its other connections are gone too.
+            raise InvalidatePoolError(f"the pooled connection failed its ping: {exc}") from exc
 
 
 _T = TypeVar("_T")

@@ -1,7 +1,8 @@
 """FastAPI dependencies every REST module uses: the request's session and who is calling.
 
-GET and HEAD get a read session; anything else a write session (on SQLite, `BEGIN IMMEDIATE`),
-which the route commits once before it answers.
+GET and HEAD get a session that only reads (`Database.reading`: on PostgreSQL, autocommit with
+writes refused); anything else a write session (on SQLite, `BEGIN IMMEDIATE`), which the route
+commits once before it answers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _is_write(request: Request) -> bool:
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    async with runtime.db.session(write=_is_write(request)) as session:
+    opening = runtime.db.session(write=True) if _is_write(request) else runtime.db.reading()
+    async with opening as session:
         yield session
     # Once the request's own connection is back in the pool: a read request's record of use
     # (see `record_use`). Written here, a request never holds two connections at once, so a

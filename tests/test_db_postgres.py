@@ -1,8 +1,7 @@
 """PostgreSQL under keepdesk's engine (db.py): a connection that the server ended while it sat
-idle in the pool is replaced before anyone uses it; one handed back a moment ago goes out
-without a ping, and if the server ended it in between, the statement that finds out fails
-once and the pool starts afresh. A session that only reads (a GET request's) runs without a
-transaction, and refuses to write."""
+in the pool, even a moment, is replaced before anyone uses it, and so are the pool's others.
+A session that only reads (a GET request's) runs without a transaction, and refuses to
+write."""
 
 from __future__ import annotations
 
@@ -12,9 +11,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 from sqlalchemy import column, insert, select, table, text
-from sqlalchemy.exc import DBAPIError
 
-from keepdesk import db as db_module
 from keepdesk.db import Database, ReadOnlySession
 from tests.support.postgres import PostgresServer
 from tests.support.services import missing
@@ -27,7 +24,7 @@ async def pg_db(
     if pg_server is None or pg_database is None:
         missing("no PostgreSQL: set KEEPDESK_TEST_POSTGRES_URL or apt install postgresql")
     assert pg_server is not None and pg_database is not None
-    db = Database(pg_database, pool_size=1)
+    db = Database(pg_database, pool_size=2)
     try:
         yield db, pg_server
     finally:
@@ -45,30 +42,25 @@ def _terminate(server: PostgresServer, pid: int) -> None:
         assert ended == (True,)
 
 
-async def test_a_connection_ended_while_idle_in_the_pool_is_replaced_before_use(
-    pg_db: tuple[Database, PostgresServer], monkeypatch: pytest.MonkeyPatch
+async def test_connections_the_server_ended_are_replaced_before_use(
+    pg_db: tuple[Database, PostgresServer],
 ) -> None:
+    """A restart, a failover, an idle timeout on the server: ended while in the pool."""
     db, server = pg_db
     first = await _backend_pid(db)
-    _terminate(server, first)  # a restart, a failover, an idle timeout on the server
-    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
-
-    assert await _backend_pid(db) != first  # no error: the ping found it gone
-
-
-async def test_a_connection_in_use_a_moment_ago_is_not_pinged_and_one_failure_resets_the_pool(
-    pg_db: tuple[Database, PostgresServer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db, server = pg_db
-    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)
-    first = await _backend_pid(db)
-    assert await _backend_pid(db) == first  # the same connection, handed out again
+    assert await _backend_pid(db) == first  # the pool hands the same connection out again
     _terminate(server, first)
 
-    with pytest.raises(DBAPIError) as failed:
-        await _backend_pid(db)
-    assert failed.value.connection_invalidated
-    assert await _backend_pid(db) != first  # the next session has a new connection
+    second = await _backend_pid(db)  # no error: the ping found it gone
+
+    assert second != first
+    async with db.session() as one, db.session() as two:  # both of the pool's connections
+        pids = [(await s.execute(text("SELECT pg_backend_pid()"))).scalar_one() for s in (one, two)]
+    _terminate(server, pids[0])
+    _terminate(server, pids[1])
+    async with db.session() as one, db.session() as two:
+        for s in (one, two):
+            assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
 
 
 async def test_a_reading_session_runs_each_statement_on_its_own_and_refuses_to_write(

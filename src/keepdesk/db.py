@@ -42,9 +42,6 @@ log = logging.getLogger("keepdesk.db")
 
 # After a write, a checkpoint starts in the background when none ran for this long.
 CHECKPOINT_EVERY_SECONDS = 1.0
-# A PostgreSQL connection back in the pool for longer than this is pinged before it is handed
-# out again; one in use this recently is not (HikariCP's "alive bypass window", 500 ms too).
-PING_AFTER_IDLE_SECONDS = 0.5
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -126,7 +123,7 @@ class Database:
         self._own_write_engine: AsyncEngine | None = None
         self._checkpointer: Checkpointer | None = None
         if not self.is_sqlite:
-            _ping_when_idle(self.engine)
+            _ping_on_checkout(self.engine)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
             # (Not for a database in memory: a second engine would open a second database.)
@@ -319,28 +316,28 @@ def _autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
     return reads
 
 
-def _ping_when_idle(engine: AsyncEngine) -> None:
-    """Ping a pooled PostgreSQL connection before it is handed out, when it has been idle in
-    the pool for `PING_AFTER_IDLE_SECONDS`: one round trip (`SELECT 1`), and a connection
-    that fails it is replaced, with every other connection of the pool, before anyone uses it
-    (the pool retries a checkout on `DisconnectionError`).
+def _ping_on_checkout(engine: AsyncEngine) -> None:
+    """Ping a pooled PostgreSQL connection before it is handed out again: one round trip
+    (`SELECT 1`, outside any transaction). One that fails it is replaced, with every other
+    connection of the pool, before anyone uses it (the pool retries a checkout on
+    `DisconnectionError`): after a restart or an outage nothing fails on a dead connection.
 
-    SQLAlchemy's `pool_pre_ping` pings on every checkout, and on asyncpg its ping is three
-    round trips (BEGIN, the query, ROLLBACK): three of an API list's eight. A connection
-    handed back a moment ago has just answered; if the server ends it in between, the
-    statement that finds out fails and the pool drops every connection of that server."""
+    SQLAlchemy's `pool_pre_ping` does the same in three round trips on asyncpg (BEGIN, the
+    query, ROLLBACK): three of an API list's eight. Skipping the ping for a connection handed
+    back a moment ago (HikariCP's "alive bypass window") saved one more, and was measured: a
+    fetch right after PostgreSQL ended its connections then failed on a dead one instead of
+    reconnecting (`tests/mail_faults/test_database_down.py`)."""
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "checkin")
     def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         if dbapi_connection is not None:
-            record.info["checked_in_at"] = time.monotonic()
+            record.info["used"] = True
 
     @event.listens_for(sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        checked_in_at = record.info.get("checked_in_at")
-        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
-            return  # new (it has just connected), or in use a moment ago
+        if not record.info.get("used"):
+            return  # it has just connected
         driver: Any = record.driver_connection  # asyncpg's own connection
         try:
             await_(driver.execute("SELECT 1"))

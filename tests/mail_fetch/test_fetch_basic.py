@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import AgentRole, Contact
 from keepdesk.mail.fetcher import fetch_once
-from keepdesk.mail.models import Mailbox, MailReceipt
+from keepdesk.mail.models import Mailbox, MailMessage, MailReceipt
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import queries, search
@@ -107,3 +107,12 @@ async def test_one_batch_threads_dedupes_and_indexes_mails_that_refer_to_each_ot
             ("message_added", "message", None),
         ]
         assert all(e.actor_contact is not None for e in events.items)
+        # The mail records, written at the batch's end, in the order the mails came.
+        records = await session.execute(
+            select(MailMessage.header_message_id, MailMessage.ticket_id).order_by(MailMessage.id)
+        )
+        assert [(header, ticket_id == printer.id) for header, ticket_id in records] == [
+            ("<printer@example.com>", True),
+            ("<printer-2@example.com>", True),
+            ("<scanner@example.com>", False),
+        ]

@@ -127,17 +127,27 @@ def new_receipt(
 class Seen:
     """What the mails of one batch look up (`look_up`), read for all of them at once before the
     first is recorded, then kept current as each is recorded, so a mail twice in one batch is
-    still caught. Each look-up a mail cost a statement and 0.2-0.3 ms of ORM work."""
+    still caught, and a reply to a mail of the same batch threads onto its ticket. Each
+    look-up a mail cost a statement: 0.2-0.3 ms of ORM work, and a round trip on PostgreSQL."""
 
     receipts: dict[int, MailReceipt]  # by UID: receipts committed already
     asked: set[tuple[str, str]]  # (Message-ID, body hash) of the batch's parsed mails
     ingested: set[tuple[str, str]]  # those of them ingested already
     contacts: dict[str, Contact]  # by address: the senders who are contacts already
-    # The batch's new receipts, written together at its end (`recording_batch`).
+    # The Message-IDs the parsed mails refer to (In-Reply-To, References), and the ticket of
+    # each that is a mail on one: found by `look_up`, then each mail recorded added.
+    refs: set[str] = field(default_factory=set)
+    threads: dict[str, Ticket] = field(default_factory=dict)
+    # The batch's new receipts and mail records, written together at its end.
     unwritten: list[MailReceipt] = field(default_factory=list)
+    mail_records: list[MailMessage] = field(default_factory=list)
 
     def keep(self, receipt: MailReceipt) -> None:
         self.unwritten.append(receipt)
+
+    def threads_of(self, refs: list[str]) -> dict[str, Ticket] | None:
+        """The tickets of these Message-IDs, when `look_up` asked for every one of them."""
+        return self.threads if self.refs.issuperset(refs) else None
 
 
 @asynccontextmanager
@@ -149,12 +159,13 @@ async def recording_batch(
     mails: Sequence[tuple[int, bytes, ParsedMail | Rejected | None]],
 ) -> AsyncIterator[Seen]:
     """One transaction's batch of (UID, raw bytes, parse) of one mailbox, each mail recorded
-    inside with `ingest(..., seen=...)`: what they look up is read at the start, three
-    statements (`look_up`); their history events, search index and receipts are written at
-    the end, a statement each (`tickets.batched_writes`)."""
+    inside with `ingest(..., seen=...)`: what they look up is read at the start, four
+    statements (`look_up`); their history events, search index, receipts and mail records are
+    written at the end, a statement each (`tickets.batched_writes`)."""
     seen = await look_up(session, mailbox_id=mailbox_id, uidvalidity=uidvalidity, mails=mails)
     async with tickets.batched_writes(session):
         yield seen
+    session.add_all(seen.mail_records)
     session.add_all(seen.unwritten)
 
 
@@ -165,7 +176,7 @@ async def look_up(
     uidvalidity: int,
     mails: Sequence[tuple[int, bytes, ParsedMail | Rejected | None]],
 ) -> Seen:
-    """`Seen` for a batch of (UID, raw bytes, parse) of one mailbox: three statements."""
+    """`Seen` for a batch of (UID, raw bytes, parse) of one mailbox: four statements."""
     uids = [uid for uid, _, _ in mails]
     found = await session.scalars(
         select(MailReceipt).where(
@@ -195,7 +206,14 @@ async def look_up(
         if isinstance(parsed, ParsedMail) and parsed.sender.address
     ]
     contacts = await accounts.contacts_by_email(session, senders)
-    return Seen(receipts, pairs, ingested, contacts)
+    refs = {
+        ref
+        for _, _, parsed in mails
+        if isinstance(parsed, ParsedMail)
+        for ref in threading.references_newest_first(parsed.in_reply_to, parsed.references)
+    }
+    threads = await threading.tickets_of_mails(session, refs)
+    return Seen(receipts, pairs, ingested, contacts, refs, threads)
 
 
 def header_message_id(
@@ -379,6 +397,7 @@ async def ingest(
             references=parsed.references,
             subject=parsed.subject,
             secret=runtime.secret,
+            known=_threads(seen, parsed),
         )
         if thread is not None:
             message = await tickets.record_sent_reply(
@@ -464,6 +483,7 @@ async def ingest(
         in_reply_to=parsed.in_reply_to,
         references=parsed.references,
         secret=runtime.secret,
+        known=_threads(seen, parsed),
     )
     policy = TicketPolicy.from_runtime(runtime)
     attachments = _attachments(parsed)
@@ -536,6 +556,12 @@ async def ingest(
     return result
 
 
+def _threads(seen: Seen | None, parsed: ParsedMail) -> dict[str, Ticket] | None:
+    if seen is None:
+        return None
+    return seen.threads_of(threading.references_newest_first(parsed.in_reply_to, parsed.references))
+
+
 async def _keep(session: AsyncSession, receipt: MailReceipt, seen: Seen | None) -> None:
     """The mail's receipt, written now; in a batch, with the batch's others at its end (one
     INSERT for them all): `Seen` answers for it until then."""
@@ -599,30 +625,35 @@ async def _finish(
     sender_verified: bool = True,
     seen: Seen | None = None,
 ) -> Ingested:
-    session.add(
-        MailMessage(
-            message_id=message.id,
-            ticket_id=ticket.id,
-            mailbox_id=mailbox.id if mailbox else None,
-            direction=direction,
-            header_message_id=receipt.header_message_id or "",
-            in_reply_to=parsed.in_reply_to[0][:250] if parsed.in_reply_to else None,
-            references=parsed.references[-threading.MAX_REFERENCES :],
-            from_address=parsed.sender.address or "",
-            from_name=parsed.sender.display_name[:200],
-            sender_verified=parsed.sender.is_verified and sender_verified,
-            thread_reason=reason,
-            automation=",".join(r.value for r in parsed.automation.reasons) or None,
-            raw_blob_key=blob_key,
-            facts={
-                "defects": parsed.defects[:20],
-                # Broken or cut-off transfer encoding: stored as decoded, marked (701, 704).
-                "possibly_damaged": [
-                    a.filename for a in parsed.attachments if a.is_possibly_damaged
-                ][:20],
-            },
-        )
+    record = MailMessage(
+        message_id=message.id,
+        ticket_id=ticket.id,
+        mailbox_id=mailbox.id if mailbox else None,
+        direction=direction,
+        header_message_id=receipt.header_message_id or "",
+        in_reply_to=parsed.in_reply_to[0][:250] if parsed.in_reply_to else None,
+        references=parsed.references[-threading.MAX_REFERENCES :],
+        from_address=parsed.sender.address or "",
+        from_name=parsed.sender.display_name[:200],
+        sender_verified=parsed.sender.is_verified and sender_verified,
+        thread_reason=reason,
+        automation=",".join(r.value for r in parsed.automation.reasons) or None,
+        raw_blob_key=blob_key,
+        facts={
+            "defects": parsed.defects[:20],
+            # Broken or cut-off transfer encoding: stored as decoded, marked (701, 704).
+            "possibly_damaged": [a.filename for a in parsed.attachments if a.is_possibly_damaged][
+                :20
+            ],
+        },
     )
+    if seen is None:
+        session.add(record)
+    else:
+        # Written with the batch's others at its end; a later mail of the batch that answers
+        # this one finds its ticket in `seen.threads` meanwhile.
+        seen.mail_records.append(record)
+        seen.threads.setdefault(record.header_message_id, ticket)
     receipt.outcome = ReceiptOutcome.ingested
     receipt.ticket_message_id = message.id
     await _keep(session, receipt, seen)

@@ -11,6 +11,7 @@ unverified follow-up, so a stranger quoting a number never lands on someone else
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import CompoundSelect, literal, select, union
@@ -68,7 +69,21 @@ class _Found:
     issued_by_us: bool = False  # an HMAC-verified Message-ID of ours, not one anybody can quote
 
 
-async def _referenced(session: AsyncSession, refs: list[str], secret: bytes) -> _Found | None:
+async def tickets_of_mails(session: AsyncSession, refs: Collection[str]) -> dict[str, Ticket]:
+    """The ticket of each of these Message-IDs that is a mail on one: one statement."""
+    if not refs:
+        return {}
+    known = await session.execute(
+        select(MailMessage.header_message_id, Ticket)
+        .join(Ticket, Ticket.id == MailMessage.ticket_id)
+        .where(MailMessage.header_message_id.in_(sorted(refs)))
+    )
+    return {header: ticket for header, ticket in known}
+
+
+async def _referenced(
+    session: AsyncSession, refs: list[str], secret: bytes, known: dict[str, Ticket] | None
+) -> _Found | None:
     for ref in refs:
         issued = ids.verify(secret, ref)
         if issued is not None:
@@ -77,14 +92,7 @@ async def _referenced(session: AsyncSession, refs: list[str], secret: bytes) -> 
                 return _Found(ticket, f"it answers keepdesk's message {ref}", issued_by_us=True)
     if not refs:
         return None
-    known = (
-        await session.execute(
-            select(MailMessage.header_message_id, Ticket)
-            .join(Ticket, Ticket.id == MailMessage.ticket_id)
-            .where(MailMessage.header_message_id.in_(refs))
-        )
-    ).all()
-    by_ref = {header: ticket for header, ticket in known}
+    by_ref = known if known is not None else await tickets_of_mails(session, refs)
     for ref in refs:
         if ref in by_ref:
             return _Found(by_ref[ref], f"it refers to {ref}, a mail already on this ticket")
@@ -99,9 +107,12 @@ async def decide(
     in_reply_to: list[str],
     references: list[str],
     secret: bytes,
+    known: dict[str, Ticket] | None = None,
 ) -> ThreadDecision:
+    """`known`: the tickets of these references, looked up already for a batch of mails
+    (`tickets_of_mails`, with the batch's own recorded since); else they are read here."""
     refs = references_newest_first(in_reply_to, references)
-    found = await _referenced(session, refs, secret)
+    found = await _referenced(session, refs, secret, known)
     if found is None:
         for match in SUBJECT_TAG.finditer(subject):
             ticket = await _ticket_by_number(session, int(match.group(1)))
@@ -137,9 +148,11 @@ async def decide_for_reply(
     references: list[str],
     subject: str,
     secret: bytes,
+    known: dict[str, Ticket] | None = None,
 ) -> Ticket | None:
     """The thread a reply sent from the support address belongs to (importing history)."""
-    found = await _referenced(session, references_newest_first(in_reply_to, references), secret)
+    refs = references_newest_first(in_reply_to, references)
+    found = await _referenced(session, refs, secret, known)
     if found is not None:
         return found.ticket
     for match in SUBJECT_TAG.finditer(subject):

@@ -171,10 +171,12 @@ class Database:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A session that only reads: a GET request's. On PostgreSQL it runs in autocommit, so
-        it costs no BEGIN and no ROLLBACK (two of an API list's five round trips); under READ
+        it costs no BEGIN and no ROLLBACK (two of an API list's six round trips); under READ
         COMMITTED each statement saw a snapshot of its own inside a transaction too. A write in
-        it fails (`ReadOnlySession`) rather than commit statement by statement. On SQLite it
-        is `session()`: a read transaction there is one snapshot, and costs no round trip."""
+        it fails (`ReadOnlySession`) rather than commit statement by statement, and it has no
+        server-side cursors (`stream`): asyncpg opens those only inside a transaction. On
+        SQLite it is `session()`: a read transaction there is one snapshot, and costs no round
+        trip."""
         async with self._reading() as session:
             yield session
 

@@ -6,6 +6,9 @@ from sqlalchemy import func, select
 
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import AgentRole, Contact
+from keepdesk.audit.service import COMMAND_LINE
+from keepdesk.mail import ingest as ingesting
+from keepdesk.mail import mailboxes
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox, MailMessage, MailReceipt
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
@@ -116,3 +119,57 @@ async def test_one_batch_threads_dedupes_and_indexes_mails_that_refer_to_each_ot
             ("<printer-2@example.com>", True),
             ("<scanner@example.com>", False),
         ]
+
+
+async def test_a_reply_parsed_only_inside_the_transaction_still_finds_its_batch_mate(
+    runtime: Runtime,
+) -> None:
+    """The fetcher hands `recording_batch` no parse for a mail whose parser failed before the
+    transaction; the mail is parsed inside it, and the references `look_up` did not know are
+    read then, the batch's own mails (not written yet) included."""
+    async with runtime.db.session(write=True) as session:
+        box = await mailboxes.add_mailbox(
+            session,
+            by=COMMAND_LINE,
+            address="support@example.com",
+            imap_url="imaps://support:secret@imap.example.com/INBOX",
+            smtp_url="smtp://127.0.0.1:9/",
+            secret=runtime.secret,
+            now=runtime.clock.now(),
+        )
+        await session.commit()
+    request = _mail("<toner@example.com>", "Toner empty", "The printer says toner.")
+    reply = _mail(
+        "<toner-2@example.com>", "Re: Toner empty", "Found some.", in_reply_to="<toner@example.com>"
+    )
+    own = frozenset({"support@example.com"})
+    parsed = await ingesting.parse(runtime, request, own=own)
+    mails = [(1, request, parsed), (2, reply, None)]  # the reply's parse failed before
+
+    async with runtime.db.session(write=True) as session:
+        box = await session.get_one(Mailbox, box.id)
+        async with ingesting.recording_batch(
+            session, mailbox_id=box.id, uidvalidity=7, mails=mails
+        ) as seen:
+            results = [
+                await ingesting.ingest(
+                    session,
+                    runtime=runtime,
+                    mailbox=box,
+                    raw=raw,
+                    blob_key=runtime.blobs.put(raw),
+                    now=runtime.clock.now(),
+                    uidvalidity=7,
+                    uid=uid,
+                    parsed=parse,
+                    own=own,
+                    seen=seen,
+                )
+                for uid, raw, parse in mails
+            ]
+        await session.commit()
+
+    first, second = results
+    assert first.is_new and not second.is_new
+    assert second.ticket_number == first.ticket_number
+    assert "it refers to <toner@example.com>" in second.reason

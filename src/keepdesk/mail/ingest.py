@@ -145,9 +145,16 @@ class Seen:
     def keep(self, receipt: MailReceipt) -> None:
         self.unwritten.append(receipt)
 
-    def threads_of(self, refs: list[str]) -> dict[str, Ticket] | None:
-        """The tickets of these Message-IDs, when `look_up` asked for every one of them."""
-        return self.threads if self.refs.issuperset(refs) else None
+    async def threads_for(self, session: AsyncSession, refs: list[str]) -> dict[str, Ticket]:
+        """The tickets of these Message-IDs that are mails on one, the batch's own included.
+        A mail parsed only inside the transaction (its parser failed before) may name some
+        `look_up` did not ask for: those are read now."""
+        missing = [ref for ref in refs if ref not in self.refs]
+        if missing:
+            for ref, ticket in (await threading.tickets_of_mails(session, missing)).items():
+                self.threads.setdefault(ref, ticket)
+            self.refs.update(missing)
+        return self.threads
 
 
 @asynccontextmanager
@@ -397,7 +404,7 @@ async def ingest(
             references=parsed.references,
             subject=parsed.subject,
             secret=runtime.secret,
-            known=_threads(seen, parsed),
+            known=await _threads(session, seen, parsed),
         )
         if thread is not None:
             message = await tickets.record_sent_reply(
@@ -483,7 +490,7 @@ async def ingest(
         in_reply_to=parsed.in_reply_to,
         references=parsed.references,
         secret=runtime.secret,
-        known=_threads(seen, parsed),
+        known=await _threads(session, seen, parsed),
     )
     policy = TicketPolicy.from_runtime(runtime)
     attachments = _attachments(parsed)
@@ -556,10 +563,13 @@ async def ingest(
     return result
 
 
-def _threads(seen: Seen | None, parsed: ParsedMail) -> dict[str, Ticket] | None:
+async def _threads(
+    session: AsyncSession, seen: Seen | None, parsed: ParsedMail
+) -> dict[str, Ticket] | None:
     if seen is None:
-        return None
-    return seen.threads_of(threading.references_newest_first(parsed.in_reply_to, parsed.references))
+        return None  # threading reads them itself
+    refs = threading.references_newest_first(parsed.in_reply_to, parsed.references)
+    return await seen.threads_for(session, refs)
 
 
 async def _keep(session: AsyncSession, receipt: MailReceipt, seen: Seen | None) -> None:

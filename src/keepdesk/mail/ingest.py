@@ -134,8 +134,9 @@ class Seen:
     asked: set[tuple[str, str]]  # (Message-ID, body hash) of the batch's parsed mails
     ingested: set[tuple[str, str]]  # those of them ingested already
     contacts: dict[str, Contact]  # by address: the senders who are contacts already
-    # The Message-IDs the parsed mails refer to (In-Reply-To, References), and the ticket of
-    # each that is a mail on one: found by `look_up`, then each mail recorded added.
+    # The Message-IDs the batch's mails refer to (In-Reply-To, References), and the ticket of
+    # each that is a mail on one: read by `look_up` (and `threads_for`, for a mail parsed
+    # only later), and each mail recorded added.
     refs: set[str] = field(default_factory=set)
     threads: dict[str, Ticket] = field(default_factory=dict)
     # The batch's new receipts and mail records, written together at its end.

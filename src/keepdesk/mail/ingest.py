@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -131,12 +131,12 @@ class Seen:
     look-up a mail cost a statement: 0.2-0.3 ms of ORM work, and a round trip on PostgreSQL."""
 
     receipts: dict[int, MailReceipt]  # by UID: receipts committed already
-    asked: set[tuple[str, str]]  # (Message-ID, body hash) of the batch's parsed mails
-    ingested: set[tuple[str, str]]  # those of them ingested already
     contacts: dict[str, Contact]  # by address: the senders who are contacts already
-    # The Message-IDs the batch's mails refer to (In-Reply-To, References), and the ticket of
-    # each that is a mail on one: read by `look_up` (and `threads_for`, for a mail parsed
-    # only later), and each mail recorded added.
+    # (Message-ID, body hash) pairs asked about, and those of them ingested already.
+    asked: set[tuple[str, str]] = field(default_factory=set)
+    ingested: set[tuple[str, str]] = field(default_factory=set)
+    # Message-IDs asked about (In-Reply-To, References), and the ticket of each that is a mail
+    # on one.
     refs: set[str] = field(default_factory=set)
     threads: dict[str, Ticket] = field(default_factory=dict)
     # The batch's new receipts and mail records, written together at its end.
@@ -146,11 +146,31 @@ class Seen:
     def keep(self, receipt: MailReceipt) -> None:
         self.unwritten.append(receipt)
 
-    async def threads_for(self, session: AsyncSession, refs: list[str]) -> dict[str, Ticket]:
-        """The tickets of these Message-IDs that are mails on one, the batch's own included.
-        A mail parsed only inside the transaction (its parser failed before) may name some
-        `look_up` did not ask for: those are read now."""
-        missing = [ref for ref in refs if ref not in self.refs]
+    def keep_ingested(self, receipt: MailReceipt, record: MailMessage, ticket: Ticket) -> None:
+        """An ingested mail's receipt and mail record, written at the batch's end: meanwhile
+        a re-delivery of it is a duplicate, and a mail that answers it finds its ticket."""
+        self.keep(receipt)
+        self.mail_records.append(record)
+        self.threads.setdefault(record.header_message_id, ticket)
+        key = (record.header_message_id, receipt.body_sha256)
+        self.asked.add(key)
+        self.ingested.add(key)
+
+    async def ingested_before(
+        self, session: AsyncSession, pairs: Collection[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Which of these (Message-ID, body hash) pairs were ingested already, the batch's own
+        mails included; pairs not asked about before are read now (one statement)."""
+        missing = {pair for pair in pairs if pair not in self.asked}
+        if missing:
+            self.ingested |= await _ingested_among(session, missing)
+            self.asked |= missing
+        return self.ingested & set(pairs)
+
+    async def threads_for(self, session: AsyncSession, refs: Collection[str]) -> dict[str, Ticket]:
+        """The tickets of these Message-IDs that are mails on one, the batch's own included;
+        Message-IDs not asked about before are read now (one statement)."""
+        missing = {ref for ref in refs if ref not in self.refs}
         if missing:
             for ref, ticket in (await threading.tickets_of_mails(session, missing)).items():
                 self.threads.setdefault(ref, ticket)
@@ -193,35 +213,28 @@ async def look_up(
             MailReceipt.uid.in_(uids),
         )
     )
-    receipts = {r.uid: r for r in found if r.uid is not None}
-    pairs = {
-        (header_message_id(parsed, mailbox_id, uidvalidity, uid, raw), body_sha256(raw))
-        for uid, raw, parsed in mails
-        if isinstance(parsed, ParsedMail)
-    }
-    ingested: set[tuple[str, str]] = set()
-    if pairs:
-        rows = await session.execute(
-            select(MailReceipt.header_message_id, MailReceipt.body_sha256).where(
-                MailReceipt.header_message_id.in_(sorted({h for h, _ in pairs})),
-                MailReceipt.outcome == ReceiptOutcome.ingested,
-            )
-        )
-        ingested = {(h, b) for h, b in rows if h is not None and (h, b) in pairs}
-    senders = [
-        parsed.sender.address
-        for _, _, parsed in mails
-        if isinstance(parsed, ParsedMail) and parsed.sender.address
-    ]
-    contacts = await accounts.contacts_by_email(session, senders)
-    refs = {
-        ref
-        for _, _, parsed in mails
-        if isinstance(parsed, ParsedMail)
-        for ref in threading.references_newest_first(parsed.in_reply_to, parsed.references)
-    }
-    threads = await threading.tickets_of_mails(session, refs)
-    return Seen(receipts, pairs, ingested, contacts, refs, threads)
+    parsed = [(uid, raw, p) for uid, raw, p in mails if isinstance(p, ParsedMail)]
+    senders = [p.sender.address for _, _, p in parsed if p.sender.address]
+    seen = Seen(
+        receipts={r.uid: r for r in found if r.uid is not None},
+        contacts=await accounts.contacts_by_email(session, senders),
+    )
+    await seen.ingested_before(
+        session,
+        [
+            (header_message_id(p, mailbox_id, uidvalidity, uid, raw), body_sha256(raw))
+            for uid, raw, p in parsed
+        ],
+    )
+    await seen.threads_for(
+        session,
+        [
+            ref
+            for _, _, p in parsed
+            for ref in threading.references_newest_first(p.in_reply_to, p.references)
+        ],
+    )
+    return seen
 
 
 def header_message_id(
@@ -385,10 +398,10 @@ async def ingest(
         parsed, receipt.mailbox_id, uidvalidity, uid, raw, content_sha
     )
     key = (receipt.header_message_id, receipt.body_sha256)
-    if seen is not None and key in seen.asked:
-        duplicate = key in seen.ingested
-    else:  # no batch, or a mail parsed only now
-        duplicate = await _ingested_before(session, receipt)
+    if seen is None:
+        duplicate = bool(await _ingested_among(session, {key}))
+    else:
+        duplicate = bool(await seen.ingested_before(session, [key]))
     if duplicate:
         receipt.outcome = ReceiptOutcome.duplicate
         await _keep(session, receipt, seen)
@@ -583,17 +596,19 @@ async def _keep(session: AsyncSession, receipt: MailReceipt, seen: Seen | None) 
         seen.keep(receipt)
 
 
-async def _ingested_before(session: AsyncSession, receipt: MailReceipt) -> bool:
-    earlier = await session.scalar(
-        select(MailReceipt.id)
-        .where(
-            MailReceipt.header_message_id == receipt.header_message_id,
-            MailReceipt.body_sha256 == receipt.body_sha256,
+async def _ingested_among(
+    session: AsyncSession, pairs: Collection[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (Message-ID, body hash) pairs a mail ingested already had."""
+    if not pairs:
+        return set()
+    rows = await session.execute(
+        select(MailReceipt.header_message_id, MailReceipt.body_sha256).where(
+            MailReceipt.header_message_id.in_(sorted({h for h, _ in pairs})),
             MailReceipt.outcome == ReceiptOutcome.ingested,
         )
-        .limit(1)
     )
-    return earlier is not None
+    return {(h, b) for h, b in rows if h is not None and (h, b) in pairs}
 
 
 def _attachments(parsed: ParsedMail) -> list[NewAttachment]:
@@ -658,20 +673,13 @@ async def _finish(
             ],
         },
     )
-    if seen is None:
-        session.add(record)
-    else:
-        # Written with the batch's others at its end; a later mail of the batch that answers
-        # this one finds its ticket in `seen.threads` meanwhile.
-        seen.mail_records.append(record)
-        seen.threads.setdefault(record.header_message_id, ticket)
     receipt.outcome = ReceiptOutcome.ingested
     receipt.ticket_message_id = message.id
-    await _keep(session, receipt, seen)
-    if seen is not None and receipt.header_message_id:
-        key = (receipt.header_message_id, receipt.body_sha256)
-        seen.asked.add(key)
-        seen.ingested.add(key)
+    if seen is None:
+        session.add_all([record, receipt])
+        await session.flush()
+    else:
+        seen.keep_ingested(receipt, record, ticket)
     return Ingested(
         ReceiptOutcome.ingested,
         reason,

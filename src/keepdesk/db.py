@@ -122,8 +122,6 @@ class Database:
         # and a writer waiting for the lock never holds a connection a reader needs.
         self._own_write_engine: AsyncEngine | None = None
         self._checkpointer: Checkpointer | None = None
-        if not self.is_sqlite:
-            _ping_on_checkout(self.engine)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
             # (Not for a database in memory: a second engine would open a second database.)
@@ -134,14 +132,17 @@ class Database:
                     self._own_write_engine, busy_timeout_ms, automatic_checkpoints=False
                 )
                 self._checkpointer = Checkpointer(make_url(url).database or "", busy_timeout_ms)
+        else:
+            _ping_on_checkout(self.engine)
         writer = self._own_write_engine or self.engine
         self._write_engine = writer.execution_options(keepdesk_write=True)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write = async_sessionmaker(self._write_engine, expire_on_commit=False)
-        self._reading = self._read
-        if not self.is_sqlite:
-            reads = _autocommit_reads(self.engine)
-            self._reading = async_sessionmaker(reads, expire_on_commit=False)
+        self._reading = (
+            self._read
+            if self.is_sqlite
+            else async_sessionmaker(_autocommit_reads(self.engine), expire_on_commit=False)
+        )
         # SQLite writers take turns in arrival order (a pool's queue lets a newcomer take a
         # connection that was handed back before the longest waiter wakes: 16 concurrent
         # replies had a p99 of 2 s). One lock per event loop; a turn waits as long as SQLite

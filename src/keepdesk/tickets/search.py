@@ -72,15 +72,14 @@ _INDEX_POSTGRES = (
     "FROM tickets AS t JOIN contacts AS c ON c.id = t.requester_id{where} "
     "ON CONFLICT (ticket_id) DO UPDATE SET document = excluded.document"
 )
-_SOME = " WHERE t.id IN :ticket_ids"
+_INDEX = {"sqlite": _INDEX_SQLITE, "postgresql": _INDEX_POSTGRES}
 _INDEX_SOME = {
-    dialect: text(sql.format(where=_SOME)).bindparams(bindparam("ticket_ids", expanding=True))
-    for dialect, sql in (("sqlite", _INDEX_SQLITE), ("postgresql", _INDEX_POSTGRES))
+    dialect: text(sql.format(where=" WHERE t.id IN :ticket_ids")).bindparams(
+        bindparam("ticket_ids", expanding=True)
+    )
+    for dialect, sql in _INDEX.items()
 }
-_INDEX_ALL = {
-    "sqlite": text(_INDEX_SQLITE.format(where="")),
-    "postgresql": text(_INDEX_POSTGRES.format(where="")),
-}
+_INDEX_ALL = {dialect: text(sql.format(where="")) for dialect, sql in _INDEX.items()}
 
 # The FTS5 table's hidden column of its own name is what MATCH takes.
 _fts = table(SEARCH_TABLE, column("rowid", Integer), column(SEARCH_TABLE))

@@ -6,15 +6,14 @@ from sqlalchemy import func, select
 
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import AgentRole, Contact
-from keepdesk.audit.service import COMMAND_LINE
 from keepdesk.mail import ingest as ingesting
-from keepdesk.mail import mailboxes
 from keepdesk.mail.fetcher import fetch_once
 from keepdesk.mail.models import Mailbox, MailMessage, MailReceipt
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import queries, search
 from keepdesk.tickets.models import Ticket
+from tests.mail_faults.conftest import add_box
 from tests.mail_fetch.conftest import ImapAccount
 
 NEW_REQUEST = b"""From: Alice Lindqvist <alice@example.com>
@@ -127,17 +126,11 @@ async def test_a_reply_parsed_only_inside_the_transaction_still_finds_its_batch_
     """The fetcher hands `recording_batch` no parse for a mail whose parser failed before the
     transaction; the mail is parsed inside it, and the references `look_up` did not know are
     read then, the batch's own mails (not written yet) included."""
-    async with runtime.db.session(write=True) as session:
-        box = await mailboxes.add_mailbox(
-            session,
-            by=COMMAND_LINE,
-            address="support@example.com",
-            imap_url="imaps://support:secret@imap.example.com/INBOX",
-            smtp_url="smtp://127.0.0.1:9/",
-            secret=runtime.secret,
-            now=runtime.clock.now(),
-        )
-        await session.commit()
+    box = await add_box(
+        runtime,
+        address="support@example.com",
+        imap_url="imaps://support:secret@imap.example.com/INBOX",
+    )
     request = _mail("<toner@example.com>", "Toner empty", "The printer says toner.")
     reply = _mail(
         "<toner-2@example.com>", "Re: Toner empty", "Found some.", in_reply_to="<toner@example.com>"

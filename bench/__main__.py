@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=10.0, help="seconds per measurement")
     p.add_argument("--mails", type=int, default=300, help="mails per ingest batch (0: skip)")
     p.add_argument("--concurrency", default="1,16", help="comma-separated levels [1,16]")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="keepdesk serve --processes [one per CPU]",
+    )
     p.add_argument("--only", default="", help="comma-separated scenario names")
     p.add_argument("--data", type=Path, default=store.DATA, help="cache folder [bench/data]")
     p.add_argument("--results", type=Path, default=RESULTS, help="output [bench/results]")
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         rebuild=args.rebuild,
         analyze=args.analyze,
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        processes=args.processes,
         scale=args.scale,
         time_limit=args.time_limit,
         mails=args.mails,

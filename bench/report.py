@@ -44,6 +44,7 @@ def machine_line(results: dict[str, Any]) -> str:
         f"{results['started_at'][:16].replace('T', ' ')} UTC · {m['nproc']} CPUs ({m['cpu']}), "
         f"{m['memory_gib']} GiB · Linux {m['kernel']} · {', '.join(versions)} · "
         f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+        f" · keepdesk serve --processes {results['options'].get('processes', 1)}"
     )
 
 

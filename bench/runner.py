@@ -45,6 +45,8 @@ class Options:
     rebuild: bool = False
     analyze: bool = False
     concurrency: tuple[int, ...] = (1, 16)
+    # `keepdesk serve --processes`: one per core, as docs/operate.md advises.
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     scale: float = 1.0
     time_limit: float = 10.0
     mails: int = 300
@@ -260,7 +262,11 @@ async def http_phase(
     options: Options,
 ) -> list[dict[str, Any]]:
     server = await asyncio.to_thread(
-        start_keepdesk, workspace.database_url, workspace.data_dir, options.log_dir
+        start_keepdesk,
+        workspace.database_url,
+        workspace.data_dir,
+        options.log_dir,
+        processes=options.processes,
     )
     rounds = []
     try:
@@ -387,6 +393,7 @@ def run(options: Options) -> dict[str, Any]:
         "options": {
             "tickets": options.tickets,
             "concurrency": list(options.concurrency),
+            "processes": options.processes,
             "scale": options.scale,
             "mails": options.mails,
         },

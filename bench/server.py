@@ -44,14 +44,34 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
+    def serving_pids(self) -> list[int]:
+        """The processes that answer requests: under `serve --processes N` the supervisor's
+        spawned children, else the process itself."""
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid and b"spawn_main" in cmdline:
+                children.append(int(entry.name))
+        return sorted(children) or [self.pid]
+
     def peak_rss_mib(self) -> float | None:
-        kib = _memory_kib(self.pid, "VmHWM")
-        return round(kib / 1024, 1) if kib is not None else None
+        """The serving processes' peaks added up: the memory the server needed."""
+        peaks = [_memory_kib(pid, "VmHWM") for pid in self.serving_pids()]
+        if any(kib is None for kib in peaks):
+            return None
+        return round(sum(kib or 0 for kib in peaks) / 1024, 1)
 
     def reset_peak(self) -> bool:
         """Start a new peak-RSS window (Linux 4.0+); False where the kernel does not allow it."""
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            for pid in self.serving_pids():
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
         except OSError:
             return False
         return True
@@ -125,12 +145,15 @@ def keepdesk_env(database_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_keepdesk(database_url: str, data_dir: Path, log_dir: Path) -> Server:
+def start_keepdesk(database_url: str, data_dir: Path, log_dir: Path, *, processes: int) -> Server:
     port = free_port()
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
     server = _spawn(
         f"keepdesk-{kind}",
-        [_keepdesk_binary(), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-workers"],
+        [
+            *(_keepdesk_binary(), "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--no-workers", "--processes", str(processes)),
+        ],
         keepdesk_env(database_url, data_dir),
         log_dir,
         port,

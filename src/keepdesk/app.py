@@ -34,7 +34,7 @@ from keepdesk.ops import api as ops_api
 from keepdesk.ops import metrics as ops_metrics
 from keepdesk.presence import hub as presence_hub
 from keepdesk.presence import views as presence_views
-from keepdesk.presence.relay import PostgresRelay
+from keepdesk.presence.relay import PostgresRelay, SocketRelay
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import api as tickets_api
 from keepdesk.tickets import macros_api, mention_views, mentions_api, ticket_views
@@ -83,10 +83,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         workers = None
-        relay = None
+        relay: PostgresRelay | SocketRelay | None
         if runtime.db.dialect == "postgresql":
             # Several instances may share the database: presence crosses them by LISTEN/NOTIFY.
-            relay = presence.relay = await PostgresRelay.open(presence, runtime.db)
+            relay = await PostgresRelay.open(presence, runtime.db)
+        else:
+            # Processes on SQLite share a host and a data directory (serve --processes N).
+            relay = SocketRelay.open(presence, settings.data_dir / "run" / "presence")
+        presence.relay = relay
         if start_workers and settings.workers_enabled:
             workers = asyncio.create_task(run_workers(runtime, stop), name="keepdesk-workers")
         try:

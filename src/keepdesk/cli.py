@@ -121,6 +121,15 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Listen port (default: server_port, 8000).")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Serving processes on the one port (default: server_processes, 1); "
+            "the number of cores on a busy instance.",
+        ),
+    ] = None,
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve HTTP only; run 'keepdesk worker' apart.")
     ] = False,
@@ -131,10 +140,27 @@ def serve(
     With no configuration at all this listens on 127.0.0.1:8000 and keeps its data (SQLite
     database, attachments) in ./keepdesk-data/, creating it on first start.
     """
-    settings = cli_context(ctx).settings(server_host=host, server_port=port, log_format=log_format)
+    settings = cli_context(ctx).settings(
+        server_host=host, server_port=port, server_processes=processes, log_format=log_format
+    )
     configure_logging(settings.log_level.value, settings.log_format.value)
-
     # Imported here: the web stack is only needed by this command.
+    from keepdesk.processes import supervise, uvicorn_config
+
+    if settings.server_processes > 1:
+
+        async def prepare() -> None:
+            async with Runtime.from_settings(settings) as runtime:
+                await _prepare_database(runtime)
+                await _log_first_admin_hint(runtime)
+
+        run(prepare)
+        log.info("database: %s", _safe_url(settings))
+        code = supervise(
+            settings, processes=settings.server_processes, start_workers=not no_workers
+        )
+        raise typer.Exit(code)
+
     from keepdesk.app import create_app
 
     async def main() -> None:
@@ -142,17 +168,6 @@ def serve(
         runtime: Runtime = web.state.runtime
         await _prepare_database(runtime)
         await _log_first_admin_hint(runtime)
-        config = uvicorn.Config(
-            web,
-            host=settings.server_host,
-            port=settings.server_port,
-            log_config=None,
-            # AC-23: forwarded headers count only from configured proxies.
-            proxy_headers=bool(settings.server_trusted_proxies),
-            forwarded_allow_ips=settings.server_trusted_proxies or None,
-            server_header=False,
-            access_log=False,
-        )
         log.info(
             "keepdesk %s on http://%s:%d (database: %s)",
             __version__,
@@ -160,7 +175,7 @@ def serve(
             settings.server_port,
             _safe_url(settings),
         )
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(uvicorn_config(web, settings)).serve()
 
     run(main, server=True)
 

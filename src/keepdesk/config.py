@@ -63,6 +63,14 @@ class Settings(BaseSettings):
 
     server_host: str = Field("127.0.0.1", description="Address `keepdesk serve` listens on.")
     server_port: int = Field(8000, ge=1, le=65535, description="Port `keepdesk serve` listens on.")
+    server_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes `keepdesk serve` answers requests with, on one port. One serves "
+        "at most one core's worth of requests; on a busy instance set this to the number of "
+        "cores. The first process also runs the background work.",
+    )
     server_base_url: str = Field(
         "http://127.0.0.1:8000",
         description="The public URL agents and customers reach keepdesk at; every link keepdesk "

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import InvalidatePoolError, OperationalError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,6 +37,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util.concurrency import await_
 
 from keepdesk import sqlite_driver
+from keepdesk.sqlite_turns import WriterTurns, database_locked
 
 log = logging.getLogger("keepdesk.db")
 
@@ -122,6 +123,7 @@ class Database:
         # and a writer waiting for the lock never holds a connection a reader needs.
         self._own_write_engine: AsyncEngine | None = None
         self._checkpointer: Checkpointer | None = None
+        self._process_turns: WriterTurns | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
             # (Not for a database in memory: a second engine would open a second database.)
@@ -131,7 +133,10 @@ class Database:
                 _configure_sqlite(
                     self._own_write_engine, busy_timeout_ms, automatic_checkpoints=False
                 )
-                self._checkpointer = Checkpointer(make_url(url).database or "", busy_timeout_ms)
+                path = make_url(url).database or ""
+                self._checkpointer = Checkpointer(path, busy_timeout_ms)
+                # Other processes' writers on the same file (sqlite_turns).
+                self._process_turns = WriterTurns(path)
         else:
             _ping_on_checkout(self.engine)
         writer = self._own_write_engine or self.engine
@@ -187,15 +192,20 @@ class Database:
         turn = self._turns.get(loop)
         if turn is None:
             turn = self._turns[loop] = asyncio.Lock()
+        deadline = time.monotonic() + self._turn_timeout
         try:
             await asyncio.wait_for(turn.acquire(), self._turn_timeout)
         except TimeoutError:
             # What SQLite says when its own wait runs out (app.py answers 503).
-            raise OperationalError(
-                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
-            ) from None
+            raise database_locked() from None
         try:
-            yield
+            if self._process_turns is not None:
+                await self._process_turns.acquire(max(0.0, deadline - time.monotonic()))
+            try:
+                yield
+            finally:
+                if self._process_turns is not None:
+                    self._process_turns.release()
         finally:
             turn.release()
 
@@ -206,6 +216,8 @@ class Database:
     async def dispose(self) -> None:
         if self._checkpointer is not None:
             await self._checkpointer.close()
+        if self._process_turns is not None:
+            self._process_turns.close()
         await self.engine.dispose()
         if self._own_write_engine is not None:
             await self._own_write_engine.dispose()
@@ -275,9 +287,10 @@ def _configure_sqlite(
         # Take transaction control from the driver so BEGIN is ours (see _on_begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # First: the pragmas after it may need a lock that another connection holds a moment.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # NORMAL in WAL mode is durable against application crashes; fsync happens at checkpoint.
         cursor.execute("PRAGMA synchronous=NORMAL")
         if not automatic_checkpoints:

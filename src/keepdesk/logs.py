@@ -18,6 +18,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            # Which process, under `serve --processes N` (and beside `keepdesk worker`).
+            "pid": record.process,
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
@@ -25,12 +27,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str, fmt: str) -> None:
+def configure_logging(level: str, fmt: str, *, with_pid: bool = False) -> None:
+    """Log to standard error; `with_pid` names the process in text lines too (JSON lines always
+    carry it), for the serving processes of `serve --processes N`."""
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        process = " [%(process)d]" if with_pid else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)-7s{process} %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -5,14 +5,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from keepdesk.blobs import BlobStore
 from keepdesk.clock import Clock, SystemClock
 from keepdesk.config import Settings, instance_secret
 from keepdesk.db import Database
+
+log = logging.getLogger("keepdesk")
 
 
 @dataclass
@@ -26,6 +33,21 @@ class TaskState:
     # When a failing unit may be tried again (exponential back-off); None: at once.
     retry_at: datetime | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskState:
+        state = cls()
+        for name in ("last_success_at", "last_failure_at", "retry_at"):
+            if isinstance(data.get(name), str):
+                setattr(state, name, datetime.fromisoformat(data[name]))
+        if isinstance(data.get("last_error"), str):
+            state.last_error = data["last_error"]
+        if type(data.get("failures_in_a_row")) is int:
+            state.failures_in_a_row = data["failures_in_a_row"]
+        return state
+
 
 @dataclass
 class Runtime:
@@ -38,6 +60,8 @@ class Runtime:
     # Last-use records (an API token's, a browser session's) being written right now, so that
     # a burst of requests with one credential writes it once (accounts.dependencies).
     touching: set[tuple[str, int]] = field(default_factory=set)
+    # True in the process that runs the background tasks (`workers.runner.run_workers`).
+    runs_tasks: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -57,6 +81,44 @@ class Runtime:
             blobs=BlobStore(settings.blob_dir),
             secret=instance_secret(settings),
         )
+
+    @property
+    def tasks_file(self) -> Path:
+        """Where the process that runs the background tasks leaves their state for the other
+        processes of this host (`serve --processes N`, `serve --no-workers` beside `worker`)."""
+        return self.settings.data_dir / "run" / "tasks.json"
+
+    def save_task_states(self) -> None:
+        """Write `tasks` for the others: a whole new file each time, never half of one. A
+        status, so not fsynced: after a crash the next run writes it again."""
+        path = self.tasks_file
+        part = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            part.write_text(
+                json.dumps({name: state.to_json() for name, state in self.tasks.items()})
+            )
+            os.replace(part, path)
+        except OSError as exc:
+            log.warning("cannot write the background tasks' state to %s: %s", path, exc)
+
+    def task_states(self) -> dict[str, TaskState]:
+        """The background tasks' state: this process's own where it runs them, else what the
+        process that does left in `tasks_file` (nothing if none runs on this host)."""
+        if self.runs_tasks:
+            return self.tasks
+        try:
+            data = json.loads(self.tasks_file.read_text())
+            return {
+                str(name): TaskState.from_json(state)
+                for name, state in data.items()
+                if isinstance(state, dict)
+            }
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("cannot read the background tasks' state in %s: %s", self.tasks_file, exc)
+            return {}
 
     async def __aenter__(self) -> Runtime:
         return self

@@ -169,6 +169,36 @@ async def test_a_failing_background_task_shows(world: World, runtime: Runtime) -
     )
 
 
+async def test_tasks_run_by_another_process_of_the_machine_show(
+    world: World, runtime: Runtime
+) -> None:
+    """`serve --no-workers` beside `keepdesk worker`, or a serving process of
+    `serve --processes N` other than the first: the state comes from the one that runs them."""
+    stop = asyncio.Event()
+    task = Task("always-fails", _always_fails, timedelta(hours=1), exclusive=False)
+    async with Runtime.from_settings(runtime.settings, clock=runtime.clock) as worker:
+        workers = asyncio.create_task(run_workers(worker, stop, (task,)))
+        try:
+            deadline = time.monotonic() + 10
+            while not worker.tasks_file.exists():
+                assert time.monotonic() < deadline, "the task never ran"
+                await asyncio.sleep(0.01)  # polling, bounded by the deadline
+        finally:
+            stop.set()
+            await workers
+    assert not runtime.runs_tasks and not runtime.tasks
+    status = await status_of(world)
+    assert status["tasks"]["always-fails"]["last_error"] == (
+        "ConnectionError: the mail server said no"
+    )
+    assert status["tasks"]["always-fails"]["last_failure_at"] is not None
+    assert any(p.startswith("task always-fails: 1 failures") for p in status["problems"])
+
+    # A file that cannot be read is no state, not a failed status page.
+    runtime.tasks_file.write_text("{not json")
+    assert (await status_of(world))["tasks"] == {}
+
+
 async def test_metrics_name_the_route_with_its_api_prefix(world: World, app: FastAPI) -> None:
     await status_of(world)
     await world.client("bob").get("/api/v1/tickets/1042")

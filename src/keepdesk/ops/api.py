@@ -139,7 +139,7 @@ async def get_status(session: Session, actor: ApiActor, runtime: RuntimeDep) -> 
     ]
     counts = await outbox.undelivered_counts(session)
     undelivered = {s: counts.get(s, 0) for s in DeliveryStatus if s != DeliveryStatus.sent}
-    tasks = {name: TaskRead.of(state) for name, state in sorted(runtime.tasks.items())}
+    tasks = {name: TaskRead.of(state) for name, state in sorted(runtime.task_states().items())}
 
     problems = [f"backup: {p}" for p in backups.problems]
     for box in boxes:

@@ -1,13 +1,20 @@
 """`/metrics` in the Prometheus text format, and the per-request timing and log line.
 
 Request counts and latencies are counted as requests pass; the state of the outbox, the
-quarantine, each mailbox's fetching, backups and background tasks is read from the database at
-scrape time, so every process reports the same truth (AC-27).
+quarantine, each mailbox's fetching and backups is read from the database at scrape time, so
+every process reports the same truth (AC-27), and the background tasks' from the process that
+runs them (`Runtime.task_states`).
+
+Under `keepdesk serve --processes N` the processes share one port, so a scrape reaches any of
+them: each keeps its numbers in files of its own (prometheus_client's multiprocess mode, set up
+by `keepdesk.processes` through `PROMETHEUS_MULTIPROC_DIR`), and a scrape adds up every
+process's counts; a gauge shows the value set last, by whichever process answered a scrape.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import MutableMapping
 from datetime import datetime
@@ -17,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +35,8 @@ from keepdesk.outbox.models import DeliveryStatus, OutboxMessage
 from keepdesk.outbox.service import PENDING
 
 log = logging.getLogger("keepdesk.requests")
+# prometheus_client's own variable; it must be set before the package is first imported.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 router = APIRouter(include_in_schema=False)
 
 
@@ -50,67 +60,90 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.outbox = Gauge(
-            "keepdesk_outbox_messages", "Outbound mail by delivery state.", ["status"], registry=r
+            "keepdesk_outbox_messages",
+            "Outbound mail by delivery state.",
+            ["status"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.outbox_age = Gauge(
             "keepdesk_outbox_oldest_pending_age_seconds",
             "Age of the oldest mail not yet delivered.",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.quarantine = Gauge(
-            "keepdesk_quarantined_mail_held", "Quarantined mail waiting for an admin.", registry=r
+            "keepdesk_quarantined_mail_held",
+            "Quarantined mail waiting for an admin.",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.fetched = Gauge(
-            "keepdesk_mailbox_fetched", "Mails fetched, per mailbox.", ["mailbox"], registry=r
+            "keepdesk_mailbox_fetched",
+            "Mails fetched, per mailbox.",
+            ["mailbox"],
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.quarantined = Gauge(
             "keepdesk_mailbox_quarantined",
             "Mails quarantined, per mailbox.",
             ["mailbox"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.fetch_age = Gauge(
             "keepdesk_mailbox_last_fetch_success_age_seconds",
             "Time since the last successful fetch.",
             ["mailbox"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.fetch_failing = Gauge(
             "keepdesk_mailbox_fetch_failing",
             "1 when the last fetch failed.",
             ["mailbox"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.rescan = Gauge(
             "keepdesk_mailbox_uidvalidity_rescan",
             "1 while a UIDVALIDITY change is being rescanned.",
             ["mailbox"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.backup_age = Gauge(
             "keepdesk_backup_last_success_age_seconds",
             "Time since the last verified backup.",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.drill_age = Gauge(
             "keepdesk_backup_last_drill_age_seconds",
             "Time since the last successful restore drill.",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.backup_problems = Gauge(
-            "keepdesk_backup_problems", "Backup problems an admin must look at.", registry=r
+            "keepdesk_backup_problems",
+            "Backup problems an admin must look at.",
+            registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.task_age = Gauge(
             "keepdesk_task_last_success_age_seconds",
             "Time since a background task last succeeded (job lag).",
             ["task"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.task_failures = Gauge(
             "keepdesk_task_failures_in_a_row",
             "Consecutive failures of a background task.",
             ["task"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
 
 
@@ -217,7 +250,16 @@ async def metrics_endpoint(request: Request, runtime: RuntimeDep) -> Response:
     metrics.backup_age.set(_age(now, backups.last_ok_at))
     metrics.drill_age.set(_age(now, backups.last_drill_at))
     metrics.backup_problems.set(len(backups.problems))
-    for name, state in runtime.tasks.items():
+    for name, state in runtime.task_states().items():
         metrics.task_age.labels(name).set(_age(now, state.last_success_at))
         metrics.task_failures.labels(name).set(state.failures_in_a_row)
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry(metrics)), media_type=CONTENT_TYPE_LATEST)
+
+
+def _registry(metrics: Metrics) -> CollectorRegistry:
+    """This process's registry, or under `serve --processes N` every process's numbers."""
+    if not os.environ.get(MULTIPROCESS_DIR):
+        return metrics.registry
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry

@@ -1,16 +1,28 @@
-"""Presence across instances on one PostgreSQL: every heartbeat is published with
-`NOTIFY keepdesk_presence, '<json>'`, and every instance LISTENs on a connection of its own.
+"""Presence across processes: the relays that carry one hub's heartbeats to the others.
 
-The connection is asyncpg's, opened by the app's lifespan and closed at shutdown. Presence is a
-courtesy, never a reason to fail a page: a lost connection is logged, and reopened on a later
-heartbeat (at most every `REOPEN_AFTER` seconds); in between, each instance still sees its own.
+On PostgreSQL (`PostgresRelay`) every heartbeat is published with
+`NOTIFY keepdesk_presence, '<json>'`, and every instance LISTENs on a connection of its own, so
+instances on several hosts see each other. The connection is asyncpg's, opened by the app's
+lifespan and closed at shutdown.
+
+On SQLite every process that serves pages shares one host and one data directory
+(`keepdesk serve --processes N`, or two `serve`s on one data directory): `SocketRelay` gives
+each hub a Unix datagram socket in `<data_dir>/presence/`, and a heartbeat is sent to every
+other socket there.
+
+Presence is a courtesy, never a reason to fail a page: what cannot be delivered is logged and
+dropped, and the next heartbeat comes 2 s later; each process always sees its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -90,3 +102,116 @@ class PostgresRelay:
             if conn is not None and not conn.is_closed():
                 await conn.remove_listener(CHANNEL, self._on_notify)
                 await conn.close(timeout=5)
+
+
+# A Unix socket's path is at most 107 bytes (108 with its terminating NUL).
+MAX_SOCKET_PATH = 107
+# Heartbeats are a few hundred bytes; a longer datagram is not one of ours.
+MAX_DATAGRAM = 8192
+SUFFIX = ".sock"
+
+
+class SocketRelay:
+    """Heartbeats between the processes of one host over Unix datagram sockets, one per hub,
+    named after the hub's origin in a folder only keepdesk's user may enter.
+
+    A socket whose process has gone (a crash leaves its file behind) refuses the datagram, and
+    its file is removed then. A receiver that is too busy to read its socket (its buffer is
+    full) misses that heartbeat: the sender never waits for it. A folder whose path is too long
+    for a socket address is reached through `/proc/self/fd/<its descriptor>/`."""
+
+    def __init__(self, hub: Presence, folder: Path, folder_fd: int) -> None:
+        self.hub = hub
+        self.folder = folder
+        self.name = f"{hub.origin}{SUFFIX}"
+        self._folder_fd = folder_fd
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._warned: set[str] = set()
+
+    @classmethod
+    def open(cls, hub: Presence, folder: Path) -> SocketRelay | None:
+        """Listen in `folder`; None (and a warning) where that cannot be done, so presence
+        stays within this process rather than keep keepdesk from starting."""
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            log.warning(
+                "presence: cannot use %s (%s); other processes will not see this one's agents",
+                folder,
+                exc,
+            )
+            return None
+        relay = cls(hub, folder, folder_fd)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind(relay._address(relay.name))
+        except OSError as exc:
+            os.close(folder_fd)
+            log.warning(
+                "presence: cannot listen in %s (%s); other processes will not see "
+                "this one's agents",
+                folder,
+                exc,
+            )
+            return None
+        relay._sock = sock
+        relay._loop = asyncio.get_running_loop()
+        relay._loop.add_reader(sock.fileno(), relay._on_readable)
+        return relay
+
+    def _address(self, name: str) -> str:
+        path = os.path.join(self.folder, name)
+        if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+            return path
+        return f"/proc/self/fd/{self._folder_fd}/{name}"
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("presence: reading the socket failed: %s", exc)
+                return
+            self.hub.receive(data.decode("utf-8", "replace"))
+
+    async def publish(self, payload: str) -> None:
+        if self._sock is None:
+            return
+        data = payload.encode()
+        try:
+            peers = [n for n in os.listdir(self._folder_fd) if n.endswith(SUFFIX)]
+        except OSError as exc:
+            log.warning("presence: cannot list %s: %s", self.folder, exc)
+            return
+        for name in peers:
+            if name == self.name:
+                continue
+            try:
+                self._sock.sendto(data, self._address(name))
+            except (ConnectionRefusedError, FileNotFoundError):
+                # Nobody listens there any more: a process that ended without closing.
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=self._folder_fd)
+            except BlockingIOError:
+                pass  # that process is not reading now; it gets the next heartbeat
+            except OSError as exc:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("presence: cannot reach %s: %s", name, exc)
+
+    async def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.name, dir_fd=self._folder_fd)
+        os.close(self._folder_fd)

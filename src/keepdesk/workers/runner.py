@@ -70,6 +70,8 @@ async def _supervise(runtime: Runtime, task: Task, stop: asyncio.Event, holder: 
                     state.last_error,
                     delay,
                 )
+        # Mailboxes' states (`mail_fetch`) change inside the fetch unit: all go out together.
+        runtime.save_task_states()
         if await _wait(stop, delay):
             return
 
@@ -78,6 +80,7 @@ async def run_workers(
     runtime: Runtime, stop: asyncio.Event, tasks: tuple[Task, ...] = TASKS
 ) -> None:
     holder = holder_name()
+    runtime.runs_tasks = True
     log.info("background tasks started: %s", ", ".join(t.name for t in tasks))
     async with asyncio.TaskGroup() as group:
         for task in tasks:

@@ -85,10 +85,12 @@ async def test_a_wait_that_runs_out_says_database_is_locked_and_leaves_no_lock(
         await other.acquire(0.1)
 
     holder.release()
-    # The abandoned wait takes the locks and lets go of them at once: nothing stays taken.
-    await _until(lambda: not _taken(f"{database}-writer"))
-    assert not _taken(f"{database}-writer")
-    assert not _taken(f"{database}-writer-gate")
+    # The abandoned wait takes the locks and lets go of them at once: nothing stays taken. (The
+    # gate first: the waiting thread holds it until it has the lock, then closes both.)
+    gate, writer = f"{database}-writer-gate", f"{database}-writer"
+    await _until(lambda: not _taken(gate) and not _taken(writer))
+    assert not _taken(gate)
+    assert not _taken(writer)
     await asyncio.wait_for(other.acquire(5), 5)
     other.release()
     await asyncio.wait_for(holder.acquire(5), 5)

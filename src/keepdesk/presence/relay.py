@@ -144,11 +144,12 @@ class SocketRelay:
             )
             return None
         relay = cls(hub, folder, folder_fd)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.bind(relay._address(relay.name))
         except OSError as exc:
+            sock.close()
             os.close(folder_fd)
             log.warning(
                 "presence: cannot listen in %s (%s); other processes will not see "

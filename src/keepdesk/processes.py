@@ -36,6 +36,7 @@ import uvicorn
 
 from keepdesk import __version__
 from keepdesk.config import Settings
+from keepdesk.console import fail, run
 from keepdesk.logs import configure_logging
 from keepdesk.ops.metrics import MULTIPROCESS_DIR
 
@@ -259,9 +260,14 @@ def supervise(settings: Settings, *, processes: int, start_workers: bool) -> int
     folder.mkdir(mode=0o700, parents=True)
     os.environ[MULTIPROCESS_DIR] = str(folder.resolve())
     family = socket.AF_INET6 if ":" in settings.server_host else socket.AF_INET
-    sock = socket.create_server(
-        (settings.server_host, settings.server_port), family=family, backlog=2048
-    )
+    try:
+        sock = socket.create_server(
+            (settings.server_host, settings.server_port), family=family, backlog=2048
+        )
+    except OSError as exc:
+        fail(
+            f"cannot listen on {settings.server_host}:{settings.server_port}: {exc.strerror or exc}"
+        )
     # The processes get these very settings (a config file edited meanwhile waits for the next
     # start), as a plain `Settings`: `config.load_settings` returns a class of its own.
     plain = Settings.model_construct(**dict(settings))
@@ -300,7 +306,6 @@ def _serve_child(
     configure_logging(settings.log_level.value, settings.log_format.value, with_pid=True)
     # Imported here, after PROMETHEUS_MULTIPROC_DIR came in with the environment.
     from keepdesk.app import create_app
-    from keepdesk.console import run
 
     async def main() -> None:
         web = create_app(settings, start_workers=start_workers)

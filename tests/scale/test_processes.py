@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -220,3 +221,19 @@ def _answered_after(served: Served, requests: int) -> set[int]:
     for _ in range(requests):
         httpx.get(f"{served.base}/healthz", headers=FRESH, timeout=10)
     return served.answered_by()
+
+
+def test_a_port_in_use_is_one_readable_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(processes.KEEPDESK), "serve", "--port", str(port), "--processes", "2"],
+            env=processes.environment(KEEPDESK_DATA_DIR=str(tmp_path / "data")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, spawned_children
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,18 +47,7 @@ class Server:
     def serving_pids(self) -> list[int]:
         """The processes that answer requests: under `serve --processes N` the supervisor's
         spawned children, else the process itself."""
-        children = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid and b"spawn_main" in cmdline:
-                children.append(int(entry.name))
-        return sorted(children) or [self.pid]
+        return spawned_children(self.pid) or [self.pid]
 
     def peak_rss_mib(self) -> float | None:
         """The serving processes' peaks added up: the memory the server needed."""

@@ -13,7 +13,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -39,11 +38,10 @@ from keepdesk.backup import service as backups
 from keepdesk.config import load_settings
 from keepdesk.db import Database
 from keepdesk.runtime import Runtime
+from tests.support.processes import KEEPDESK, Result, keepdesk, ok
 
-KEEPDESK = Path(sys.executable).with_name("keepdesk")
 HEAD = schema.head_revision()
 PASSWORD = "correct horse battery staple\n"
-Result = subprocess.CompletedProcess[str]
 
 
 def cli_env(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -53,24 +51,6 @@ def cli_env(data_dir: Path, **settings: str) -> dict[str, str]:
     env["KEEPDESK_DATA_DIR"] = str(data_dir)
     env.update(settings)
     return env
-
-
-def keepdesk(*args: str, env: dict[str, str], stdin: str | None = None) -> Result:
-    return subprocess.run(
-        [str(KEEPDESK), *args],
-        env=env,
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def ok(result: Result) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    return result.stdout
 
 
 def assert_one_error_line(result: Result, exit_code: int, *fragments: str) -> None:

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,37 +45,10 @@ class Served:
         return [json.loads(line) for line in self.running.log().splitlines() if line.strip()]
 
     def serving_pids(self) -> set[int]:
-        """The supervisor's children that serve (not multiprocessing's resource tracker)."""
-        pids = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.running.pid and b"spawn_main" in cmdline:
-                pids.add(int(entry.name))
-        return pids
+        return set(processes.spawned_children(self.running.pid))
 
     def answered_by(self) -> set[int]:
         return {e["pid"] for e in self.entries() if e["logger"] == "keepdesk.requests"}
-
-
-def _keepdesk(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [str(processes.KEEPDESK), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _serve(tmp_path: Path) -> Iterator[Served]:
@@ -87,15 +59,17 @@ def _serve(tmp_path: Path) -> Iterator[Served]:
         KEEPDESK_SERVER_BASE_URL=base,
         KEEPDESK_BACKUP_EVERY_HOURS="0",
     )
-    _keepdesk(env, "upgrade", "--no-backup")
+    processes.ok(processes.keepdesk("upgrade", "--no-backup", env=env))
     for name in ("alice", "carol"):
-        _keepdesk(
-            env,
+        created = processes.keepdesk(
             *("user", "create", f"{name}@keepdesk.test", "--name", f"{name.title()} Admin"),
             *("--role", "admin", "--password-stdin"),
+            env=env,
             stdin=PASSWORD,
         )
-    token = _keepdesk(env, "token", "create", "alice@keepdesk.test").strip()
+        processes.ok(created)
+    token = processes.ok(processes.keepdesk("token", "create", "alice@keepdesk.test", env=env))
+    token = token.strip()
     running = processes.start(
         [
             *(processes.KEEPDESK, "serve", "--port", str(port)),
@@ -226,13 +200,9 @@ def _answered_after(served: Served, requests: int) -> set[int]:
 def test_a_port_in_use_is_one_readable_line(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [str(processes.KEEPDESK), "serve", "--port", str(port), "--processes", "2"],
+        done = processes.keepdesk(
+            *("serve", "--port", str(port), "--processes", "2"),
             env=processes.environment(KEEPDESK_DATA_DIR=str(tmp_path / "data")),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
         )
     assert done.returncode == 1
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr

@@ -19,6 +19,45 @@ BIN = Path(sys.executable).parent
 KEEPDESK = BIN / "keepdesk"
 
 
+Result = subprocess.CompletedProcess[str]
+
+
+def keepdesk(*args: str, env: dict[str, str], stdin: str | None = None) -> Result:
+    """One `keepdesk` command, to its end; its output captured."""
+    return subprocess.run(
+        [str(KEEPDESK), *args],
+        env=env,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def ok(result: Result) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def spawned_children(pid: int) -> list[int]:
+    """The processes `pid` started with multiprocessing's spawn (the serving processes of
+    `serve --processes N`), not its resource tracker."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+
+from pydantic import TypeAdapter
 
 from keepdesk.blobs import BlobStore
 from keepdesk.clock import Clock, SystemClock
@@ -33,20 +33,9 @@ class TaskState:
     # When a failing unit may be tried again (exponential back-off); None: at once.
     retry_at: datetime | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TaskState:
-        state = cls()
-        for name in ("last_success_at", "last_failure_at", "retry_at"):
-            if isinstance(data.get(name), str):
-                setattr(state, name, datetime.fromisoformat(data[name]))
-        if isinstance(data.get("last_error"), str):
-            state.last_error = data["last_error"]
-        if type(data.get("failures_in_a_row")) is int:
-            state.failures_in_a_row = data["failures_in_a_row"]
-        return state
+# How `Runtime.tasks_file` holds them.
+_TASK_STATES = TypeAdapter(dict[str, TaskState])
 
 
 @dataclass
@@ -95,9 +84,7 @@ class Runtime:
         part = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            part.write_text(
-                json.dumps({name: state.to_json() for name, state in self.tasks.items()})
-            )
+            part.write_bytes(_TASK_STATES.dump_json(self.tasks))
             os.replace(part, path)
         except OSError as exc:
             log.warning("cannot write the background tasks' state to %s: %s", path, exc)
@@ -108,15 +95,10 @@ class Runtime:
         if self.runs_tasks:
             return self.tasks
         try:
-            data = json.loads(self.tasks_file.read_text())
-            return {
-                str(name): TaskState.from_json(state)
-                for name, state in data.items()
-                if isinstance(state, dict)
-            }
+            return _TASK_STATES.validate_json(self.tasks_file.read_bytes())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError) as exc:
             log.warning("cannot read the background tasks' state in %s: %s", self.tasks_file, exc)
             return {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,10 @@ def database(tmp_path: Path) -> str:
     return str(tmp_path / "keepdesk.sqlite3")
 
 
-async def _until(condition: object, seconds: float = 5) -> None:
+async def _until(condition: Callable[[], bool], seconds: float = 5) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        if condition() or asyncio.get_running_loop().time() > deadline:  # type: ignore[operator]
+        if condition() or asyncio.get_running_loop().time() > deadline:
             return
         await asyncio.sleep(0.01)
 

@@ -199,13 +199,11 @@ class Database:
             # What SQLite says when its own wait runs out (app.py answers 503).
             raise database_locked() from None
         try:
-            if self._process_turns is not None:
-                await self._process_turns.acquire(max(0.0, deadline - time.monotonic()))
-            try:
+            if self._process_turns is None:
                 yield
-            finally:
-                if self._process_turns is not None:
-                    self._process_turns.release()
+            else:
+                async with self._process_turns.held(max(0.0, deadline - time.monotonic())):
+                    yield
         finally:
             turn.release()
 

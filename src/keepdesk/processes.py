@@ -81,12 +81,6 @@ class _Child:
 
 
 @dataclass
-class _Restart:
-    index: int
-    at: float
-
-
-@dataclass
 class Supervisor:
     """Starts, watches and stops the serving processes; `run` returns the exit status."""
 
@@ -95,7 +89,8 @@ class Supervisor:
     start_workers: bool
     sock: socket.socket
     children: dict[int, _Child] = field(default_factory=dict)
-    restarts: list[_Restart] = field(default_factory=list)
+    # Processes to start again: index -> when; and each one's pause after its last quick end.
+    restarts: dict[int, float] = field(default_factory=dict)
     delays: dict[int, float] = field(default_factory=dict)
     stopping: bool = False
 
@@ -174,7 +169,7 @@ class Supervisor:
 
     def _watch(self) -> None:
         now = time.monotonic()
-        due = min((r.at for r in self.restarts), default=None)
+        due = min(self.restarts.values(), default=None)
         self._wait_for(
             [c.process.sentinel for c in self.children.values()]
             + [c.ready for c in self.children.values() if not c.is_ready],
@@ -188,10 +183,11 @@ class Supervisor:
                 log.info("serving process %d is back (pid %d)", child.index, child.process.pid)
             if child.process.is_alive():
                 continue
-            lived = time.monotonic() - child.started_at
-            delay = 0.5 if lived >= STEADY_AFTER else self._next_delay(child.index)
-            if lived >= STEADY_AFTER:
+            if time.monotonic() - child.started_at >= STEADY_AFTER:
                 self.delays.pop(child.index, None)
+                delay = 0.5
+            else:
+                delay = self._next_delay(child.index)
             log.error(
                 "serving process %d (pid %d) ended unasked (exit status %s); starting it again "
                 "in %.1f s",
@@ -202,11 +198,11 @@ class Supervisor:
             )
             child.ready.close()
             del self.children[child.index]
-            self.restarts.append(_Restart(child.index, time.monotonic() + delay))
+            self.restarts[child.index] = time.monotonic() + delay
         now = time.monotonic()
-        for restart in [r for r in self.restarts if r.at <= now]:
-            self.restarts.remove(restart)
-            self._start(restart.index)
+        for index in [i for i, at in self.restarts.items() if at <= now]:
+            del self.restarts[index]
+            self._start(index)
 
     def _next_delay(self, index: int) -> float:
         delay = self.delays[index] = min(MAX_RESTART_DELAY, self.delays.get(index, 0.5) * 2)

@@ -651,6 +651,7 @@ async def _finish(
     sender_verified: bool = True,
     seen: Seen | None = None,
 ) -> Ingested:
+    damaged = [a.filename for a in parsed.attachments if a.is_possibly_damaged]
     record = MailMessage(
         message_id=message.id,
         ticket_id=ticket.id,
@@ -668,9 +669,7 @@ async def _finish(
         facts={
             "defects": parsed.defects[:20],
             # Broken or cut-off transfer encoding: stored as decoded, marked (701, 704).
-            "possibly_damaged": [a.filename for a in parsed.attachments if a.is_possibly_damaged][
-                :20
-            ],
+            "possibly_damaged": damaged[:20],
         },
     )
     receipt.outcome = ReceiptOutcome.ingested

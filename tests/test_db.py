@@ -1,10 +1,10 @@
 """SQLite under keepdesk's own driver and sessions (db.py, sqlite_driver.py): writers take turns
 in arrival order, a reader never waits behind them, a writer that waits too long hears what
-SQLite would say, a writer waiting for another process's lock leaves the event loop free, a
-quick statement runs on the loop without a break and a slow one goes back to the connection's
-thread for a while, a write outside the write lock never waits on the loop, a commit never
-stops to copy the WAL back (the checkpointer does, beside the writers), and a database in
-memory stays one database."""
+SQLite would say, a writer gives its turn away at its commit, a writer waiting for another
+process's lock leaves the event loop free, a quick statement runs on the loop without a break
+and a slow one goes back to the connection's thread for a while, a write outside the write lock
+never waits on the loop, a commit never stops to copy the WAL back (the checkpointer does,
+beside the writers), and a database in memory stays one database."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from keepdesk import db as db_module
 from keepdesk import sqlite_driver
-from keepdesk.db import Database
+from keepdesk.db import Database, ReadOnlySession
 
 
 async def _table(db: Database) -> None:
@@ -94,6 +94,32 @@ async def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(
         order: list[str] = []
         await _write(db, "next", order)
         assert order == ["next"]
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_gives_its_turn_away_at_its_commit(tmp_path: Path) -> None:
+    """What a write session runs after its commit (a route building its answer, a page it
+    renders) does not hold up the next writer: it reads the committed rows on a read
+    connection, and a write there is refused rather than run without the turn."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'commit.sqlite3'}", busy_timeout_ms=300)
+    try:
+        await _table(db)
+        order: list[str] = []
+        async with db.session(write=True) as writer:
+            async with writer.begin_nested():  # a SAVEPOINT's release is not the commit
+                await writer.execute(text("INSERT INTO seen VALUES ('first')"))
+            await writer.execute(text("INSERT INTO seen VALUES ('second')"))
+            await writer.commit()
+            await _write(db, "next", order)  # held up, it would hear "database is locked"
+            rows = (await writer.execute(text("SELECT who FROM seen ORDER BY rowid"))).all()
+            assert [r[0] for r in rows] == ["first", "second", "next"]
+            with pytest.raises(ReadOnlySession, match="after the write session's commit"):
+                await writer.execute(text("INSERT INTO seen VALUES ('late')"))
+        assert order == ["next"]
+        async with db.session() as reader:
+            count = (await reader.execute(text("SELECT count(*) FROM seen"))).scalar()
+        assert count == 3
     finally:
         await db.dispose()
 

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util.concurrency import await_
@@ -142,7 +142,13 @@ class Database:
         writer = self._own_write_engine or self.engine
         self._write_engine = writer.execution_options(keepdesk_write=True)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write = async_sessionmaker(self._write_engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
+            self._write_engine, expire_on_commit=False, sync_session_class=_WriteSession
+        )
+        if self._own_write_engine is not None:
+            self._reads_after_commit = _refusing_writes(
+                self.engine.execution_options(), "a write after the write session's commit"
+            )
         self._reading = (
             self._read
             if self.is_sqlite
@@ -163,9 +169,15 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session; the caller commits. Leaving without a commit rolls back."""
+        """A session; the caller commits. Leaving without a commit rolls back.
+
+        On SQLite a write session holds the writer's turn until its commit, not until it
+        closes: what it reads after the commit (the answer a route builds, a page it renders)
+        runs on a read connection while the next writer writes. A write after the commit fails
+        (`ReadOnlySession`): a second transaction needs a session of its own."""
         if write and self._own_write_engine is not None:
-            async with self._writer_turn(), self._write() as session:
+            async with self._writer_turn() as turn, self._write() as session:
+                session.info[_TURN] = turn
                 yield session
             if self._checkpointer is not None:
                 self._checkpointer.after_write()
@@ -187,23 +199,23 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
+    async def _writer_turn(self) -> AsyncIterator[_Turn]:
         loop = asyncio.get_running_loop()
-        turn = self._turns.get(loop)
-        if turn is None:
-            turn = self._turns[loop] = asyncio.Lock()
+        lock = self._turns.get(loop)
+        if lock is None:
+            lock = self._turns[loop] = asyncio.Lock()
         deadline = time.monotonic() + self._turn_timeout
         try:
-            await asyncio.wait_for(turn.acquire(), self._turn_timeout)
+            await asyncio.wait_for(lock.acquire(), self._turn_timeout)
         except TimeoutError:
             # What SQLite says when its own wait runs out (app.py answers 503).
             raise database_locked() from None
+        turn = _Turn(lock, self._reads_after_commit)
         try:
-            if self._process_turns is None:
-                yield
-            else:
-                async with self._process_turns.held(max(0.0, deadline - time.monotonic())):
-                    yield
+            if self._process_turns is not None:
+                await self._process_turns.acquire(max(0.0, deadline - time.monotonic()))
+                turn.process_turns = self._process_turns
+            yield turn
         finally:
             turn.release()
 
@@ -219,6 +231,45 @@ class Database:
         await self.engine.dispose()
         if self._own_write_engine is not None:
             await self._own_write_engine.dispose()
+
+
+_TURN = "keepdesk_writer_turn"  # a write session's `info` key while it holds the turn
+
+
+class _Turn:
+    """A write session's turn: this event loop's lock, then (file SQLite) the other processes'.
+    Let go once, at the commit or when the session closes; after the commit the session reads
+    through `reads`."""
+
+    def __init__(self, lock: asyncio.Lock, reads: AsyncEngine) -> None:
+        self.lock = lock
+        self.reads = reads
+        self.process_turns: WriterTurns | None = None
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            if self.process_turns is not None:
+                self.process_turns.release()
+            self.lock.release()
+
+
+class _WriteSession(Session):
+    """The sessions of `Database.session(write=True)`."""
+
+
+@event.listens_for(_WriteSession, "after_commit")
+def _after_commit(session: Session) -> None:
+    """A write session's commit on SQLite: the turn goes to the next writer, and what the
+    session runs after it runs on a read connection (the write pool's one connection goes back
+    to the pool as the commit ends)."""
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released: the transaction goes on
+    turn: _Turn | None = session.info.pop(_TURN, None)
+    if turn is not None:
+        turn.release()
+        session.bind = turn.reads.sync_engine
 
 
 class Checkpointer:
@@ -312,10 +363,20 @@ class ReadOnlySession(RuntimeError):
 
 def _autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
     """`engine` (PostgreSQL) for `Database.reading()`: autocommit, and INSERT, UPDATE and
-    DELETE refused (a listener on this engine alone)."""
-    reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+    DELETE refused."""
+    return _refusing_writes(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), "a write in a read-only session"
+    )
 
-    @event.listens_for(reads.sync_engine, "before_cursor_execute")
+
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")  # what a textual statement starts with
+
+
+def _refusing_writes(engine: AsyncEngine, what: str) -> AsyncEngine:
+    """`engine` (a copy from `execution_options`) with INSERT, UPDATE and DELETE refused, the
+    ORM's and Core's and textual ones: a listener on this copy alone."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def _refuse_writes(
         _conn: Connection,
         _cursor: Any,
@@ -324,10 +385,12 @@ def _autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
         context: Any,
         _executemany: bool,
     ) -> None:
-        if context is not None and (context.isinsert or context.isupdate or context.isdelete):
-            raise ReadOnlySession(f"a write in a read-only session: {statement[:80]}")
+        if (context is not None and (context.isinsert or context.isupdate or context.isdelete)) or (
+            statement.lstrip()[:7].upper().startswith(_WRITE_VERBS)
+        ):
+            raise ReadOnlySession(f"{what}: {statement[:80]}")
 
-    return reads
+    return engine
 
 
 def _ping_on_checkout(engine: AsyncEngine) -> None:

@@ -185,11 +185,12 @@ async def test_a_cursor_works_only_for_the_list_and_order_it_came_from(
     assert (await dave.get("/api/v1/tickets", params={"limit": 1000})).status_code == 200
 
 
-async def test_a_team_or_agent_list_of_every_status_pages_across_statuses_in_order(
+async def test_a_list_of_several_statuses_pages_across_statuses_in_order(
     world: World, runtime: Runtime, clock: FakeClock
 ) -> None:
-    # With no status filter a team's or an agent's list is read status by status and merged
-    # (queries._newest_of_each_status): pages must still come in one order, each ticket once.
+    # A team's or an agent's list of every status or of several, and anyone's list of several
+    # statuses, is read status by status and merged (queries._newest_of_each_status): pages
+    # must still come in one order, each ticket once.
     dave = world.client("dave")
     support = world.ids["support"]
     tickets = []
@@ -211,6 +212,11 @@ async def test_a_team_or_agent_list_of_every_status_pages_across_statuses_in_ord
         ({"team": support}, set(tickets)),
         ({"assignee": "me"}, set(tickets[:-1])),
         ({"assignee": "me", "priority": "normal"}, set(tickets[:-1])),
+        ({"team": support, "status": ["open", "pending"]}, set(tickets[:2] + tickets[3:5])),
+        ({"assignee": "me", "status": ["new", "open", "pending"]}, set(tickets[:2] + tickets[3:5])),
+        # A status asked twice is read once.
+        ({"status": ["pending", "open", "pending"]}, set(tickets[:2] + tickets[3:5])),
+        ({"status": ["closed", "new"]}, {tickets[2], tickets[5], tickets[6]}),
     ):
         for sort in ("-updated_at", "updated_at"):
             walked = await walk(dave, sort=sort, **params)

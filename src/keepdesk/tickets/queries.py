@@ -261,36 +261,50 @@ def _page(
     # for the admin's 43,000 active tickets at a million, 0.4 ms this way). On PostgreSQL the
     # ids are a statement of their own (rows.PageQuery).
     page = select(_tickets.id).where(*clauses).order_by(*order).limit(limit + 1)
-    if _by_status_is_faster(filters, sort):
-        page = _newest_of_each_status(clauses, column, order, descending, limit + 1)
+    statuses = _statuses_to_read_apart(filters, sort, dialect)
+    if statuses:
+        page = _newest_of_each_status(clauses, statuses, column, order, descending, limit + 1)
     return rows.page_query(page, order, dialect)
 
 
-def _by_status_is_faster(filters: TicketFilter, sort: TicketSort) -> bool:
-    """A team's or an agent's queue with any status, by activity: the indexes that start with
-    the team or the assignee go on with the status, so none of them lists those tickets in
-    order of activity, and the database sorted all of them (114 ms for a team at a million
-    tickets on SQLite). Read per status, each is a range in order."""
-    return (
-        not filters.statuses
-        and "updated" in sort.value
-        and (filters.team_id is not None or filters.assignee is not None)
-    )
+def _statuses_to_read_apart(
+    filters: TicketFilter, sort: TicketSort, dialect: str
+) -> tuple[TicketStatus, ...]:
+    """The statuses to read one at a time, when a list by activity is faster that way; none
+    when it is not.
+
+    The indexes that start with the team or the assignee go on with the status, so none of
+    them lists a team's or an agent's tickets of any status in order of activity: the
+    database read all that matched and sorted them (114 ms for a team at a million tickets on
+    SQLite). Read per status, each is a range of an index in order.
+
+    On PostgreSQL the same goes for several statuses (an agent's active tickets: 5,900 index
+    entries read and sorted for the first page, 1.1 ms, then 0.2 read per status). SQLite
+    finds those quicker as they are (an agent's active tickets at a million: 0.7 ms of
+    statements a page, 2.3 per status)."""
+    if "updated" not in sort.value:
+        return ()
+    narrowed = filters.team_id is not None or filters.assignee is not None
+    if not filters.statuses:
+        return tuple(TicketStatus) if narrowed else ()
+    statuses = tuple(dict.fromkeys(filters.statuses))
+    return statuses if dialect == "postgresql" and len(statuses) > 1 else ()
 
 
 def _newest_of_each_status(
     clauses: list[ColumnElement[bool]],
+    statuses: tuple[TicketStatus, ...],
     column: Any,
     order: tuple[ColumnElement[Any], ...],
     descending: bool,
     count: int,
 ) -> Select[Any]:
     """The ids of the first `count` tickets in `order` (by `column`, then id), taken from the
-    first `count` of each status (a range of an index each), merged: 0.1 ms where one sort
-    took 114."""
+    first `count` of each of `statuses` (a range of an index each), merged: 0.1 ms where one
+    sort took 114."""
     # SQLite takes no ORDER BY or LIMIT inside a compound SELECT: each part is a subquery.
     parts = []
-    for status in TicketStatus:
+    for status in statuses:
         part = (
             select(_tickets.id, column.label("at"))
             .where(*clauses, _tickets.status == status)
@@ -402,10 +416,13 @@ async def count_each(
     session: AsyncSession, *, actor: Actor, filters: list[TicketFilter], cap: int = 1000
 ) -> list[int]:
     """`count_tickets` for several filters in one statement (a queue page counts its own list
-    and each queue of the side list): one scalar subquery per filter, each capped."""
-    statement = _counts_statement(actor, tuple(filters), cap, _dialect(session))
+    and each queue of the side list): one scalar subquery per filter, each capped, and each
+    filter counted once (a queue's own list is one of the side list's)."""
+    distinct = tuple(dict.fromkeys(filters))
+    statement = _counts_statement(actor, distinct, cap, _dialect(session))
     row = (await session.execute(statement)).one()
-    return [int(n or 0) for n in row]
+    counted = {f: int(n or 0) for f, n in zip(distinct, row, strict=True)}
+    return [counted[f] for f in filters]
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Row,
     Select,
     Update,
+    bindparam,
     delete,
     or_,
     select,
@@ -120,15 +121,7 @@ async def authenticate_token(
     """The actor behind a token, and the token's check (its last use is recorded at most every
     few minutes, so reading the API does not mean writing the database)."""
     # Plain columns, not mapped objects: this runs before every API request.
-    rows = (
-        await session.execute(
-            _TOKEN_ACTOR.where(
-                _tokens.token_hash == token_hash(raw),
-                _tokens.revoked_at.is_(None),
-                _agents.is_active.is_(True),
-            )
-        )
-    ).all()
+    rows = (await session.execute(_TOKEN_ACTOR, {"hash": token_hash(raw)})).all()
     if not rows:
         raise Unauthenticated("the API token is not valid", code="invalid_token")
     token_id, last_used_at = rows[0][:2]
@@ -171,7 +164,13 @@ def _actor_of(rows: Sequence[Row[Any]], first: int) -> tuple[Actor, bool]:
     return Actor(agent_id=agent_id, email=email, name=name, role=role, team_ids=teams), active
 
 
-_TOKEN_ACTOR = _with_actor(ApiToken.__table__, _tokens.id, _tokens.last_used_at)
+# Built once, like the statements below: building one per request was a third of a token's
+# check in Python.
+_TOKEN_ACTOR = _with_actor(ApiToken.__table__, _tokens.id, _tokens.last_used_at).where(
+    _tokens.token_hash == bindparam("hash"),
+    _tokens.revoked_at.is_(None),
+    _agents.is_active.is_(True),
+)
 
 
 async def list_api_tokens(session: AsyncSession, *, agent_id: int) -> list[ApiToken]:
@@ -304,7 +303,7 @@ _SESSION_ACTOR = _with_actor(
     _sessions.created_at,
     _sessions.last_seen_at,
     _sessions.expires_at,
-)
+).where(_sessions.token_hash == bindparam("hash"), _sessions.revoked_at.is_(None))
 
 
 async def authenticate_session(
@@ -316,13 +315,7 @@ async def authenticate_session(
     max_days: int,
 ) -> tuple[Actor, CredentialCheck]:
     # Plain columns, not mapped objects: this runs before every page.
-    rows = (
-        await session.execute(
-            _SESSION_ACTOR.where(
-                _sessions.token_hash == token_hash(raw), _sessions.revoked_at.is_(None)
-            )
-        )
-    ).all()
+    rows = (await session.execute(_SESSION_ACTOR, {"hash": token_hash(raw)})).all()
     if not rows:
         raise Unauthenticated("please sign in", code="no_session")
     session_id, created_at, last_seen_at, expires_at = rows[0][:4]

@@ -50,6 +50,28 @@ async def test_each_agent_sees_their_own_queues(world: World, pages: Pages) -> N
     assert "All tickets" in (await alice.get("/queue/mine")).text.split("</nav>")[0]
 
 
+async def test_a_row_shows_what_customers_typed_as_text(world: World, pages: Pages) -> None:
+    """A list's rows are made in Python (web/ui.py): every text in them is escaped."""
+    dave_api = world.client("dave")
+    subject = '<img src=x onerror="alert(1)">'
+    ticket = await open_ticket(
+        dave_api,
+        subject=subject,
+        tags=["vip"],
+        requester={"email": "mallory@customer.test", "name": '"><script>steal()</script>'},
+    )
+    dave = await pages.sign_in("dave")
+    for path in ("/queue/team/{support}", "/search?q=img"):
+        page = (await dave.get(path.format(support=world.ids["support"]))).text
+        assert numbers_in(page) == [ticket["number"]], path
+        row = page.split(f'id="ticket-{ticket["number"]}"')[1].split("</tr>")[0]
+        assert "<img" not in row and "<script" not in row, path
+        assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in row, path
+        assert "&#34;&gt;&lt;script&gt;steal()&lt;/script&gt;" in row, path
+        assert '<span class="tag">vip</span>' in row, path
+        assert 'title="mallory@customer.test"' in row and "Support" in row, path
+
+
 async def test_filters_narrow_the_queue(world: World, pages: Pages) -> None:
     api = world.client("dave")
     urgent = await open_ticket(api, subject="Down!", priority="urgent", tags=["outage"])

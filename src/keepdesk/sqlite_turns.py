@@ -29,8 +29,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
@@ -119,14 +117,6 @@ class WriterTurns:
             if got_it:
                 self.release()
             raise
-
-    @asynccontextmanager
-    async def held(self, seconds: float) -> AsyncIterator[None]:
-        await self.acquire(seconds)
-        try:
-            yield
-        finally:
-            self.release()
 
     def release(self) -> None:
         if self._descriptors is not None:

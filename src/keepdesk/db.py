@@ -137,6 +137,10 @@ class Database:
                 self._checkpointer = Checkpointer(path, busy_timeout_ms)
                 # Other processes' writers on the same file (sqlite_turns).
                 self._process_turns = WriterTurns(path)
+                # What a write session runs after its commit (see `session`).
+                self._reads_after_commit = _refusing_writes(
+                    self.engine.execution_options(), "a write after the write session's commit"
+                )
         else:
             _ping_on_checkout(self.engine)
         writer = self._own_write_engine or self.engine
@@ -145,10 +149,6 @@ class Database:
         self._write = async_sessionmaker(
             self._write_engine, expire_on_commit=False, sync_session_class=_WriteSession
         )
-        if self._own_write_engine is not None:
-            self._reads_after_commit = _refusing_writes(
-                self.engine.execution_options(), "a write after the write session's commit"
-            )
         self._reading = (
             self._read
             if self.is_sqlite

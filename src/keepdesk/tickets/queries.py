@@ -130,6 +130,12 @@ class TicketFilter:
     requester: str | None = None
     updated_since: datetime | None = None
 
+    def __post_init__(self) -> None:
+        # A value asked twice (`status=open&status=open`) is the same filter: one statement
+        # and one cached form for both, and a list read per status reads each once.
+        for name in ("statuses", "priorities", "channels"):
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
+
 
 _DIGITS = re.compile(r"^[0-9]{1,10}$")
 
@@ -287,8 +293,8 @@ def _statuses_to_read_apart(
     narrowed = filters.team_id is not None or filters.assignee is not None
     if not filters.statuses:
         return tuple(TicketStatus) if narrowed else ()
-    statuses = tuple(dict.fromkeys(filters.statuses))
-    return statuses if dialect == "postgresql" and len(statuses) > 1 else ()
+    several = dialect == "postgresql" and len(filters.statuses) > 1
+    return filters.statuses if several else ()
 
 
 def _newest_of_each_status(

@@ -1,11 +1,12 @@
 """Mail ingest: a generated batch of new mails and replies through keepdesk's real path.
 
-In process, the mails go the fetcher's way (`keepdesk.mail.fetcher.stage` and `record`): raw
-bytes into the blob store (fsynced) while the parser's processes parse them, then one
-transaction per batch of `mail_fetch_batch` mails that runs `keepdesk.mail.ingest.ingest` for
-each, advances the mailbox cursor and commits. Through IMAP, the same batch is appended to a
-real Dovecot and `fetch_once` takes it from there (fetch, store, commit, then MOVE on the
-server). The standard library's parse of the same batch is the same-run ceiling.
+In process, the mails go the fetcher's way (`keepdesk.mail.fetcher.stage` and `record`): a
+batch's raw bytes into the blob store (made durable together) while the parser's processes
+parse them, then one transaction per batch of `mail_fetch_batch` mails that runs
+`keepdesk.mail.ingest.ingest` for each, advances the mailbox cursor and commits. Through
+IMAP, the same batch is appended to a real Dovecot and `fetch_once` takes it from there
+(fetch, store, commit, then MOVE on the server). The standard library's parse of the same
+batch is the same-run ceiling.
 """
 
 from __future__ import annotations
@@ -156,10 +157,10 @@ async def ingest_in_process(
     runtime: Runtime, mails: Sequence[bytes], *, warmup: Sequence[bytes] = ()
 ) -> IngestResult:
     """The fetcher's path without the IMAP round trips (`keepdesk.mail.fetcher.stage` and
-    `record`): each mail's raw bytes into the blob store (fsync) while the parser's worker
-    processes parse it, then each batch of `mail_fetch_batch` mails recorded in one transaction
-    that also moves the mailbox cursor, committed before the next batch is staged. A mail's
-    latency runs from its staging to its batch's commit.
+    `record`): each batch's raw bytes into the blob store (made durable together) while the
+    parser's worker processes parse them, then each batch of `mail_fetch_batch` mails recorded
+    in one transaction that also moves the mailbox cursor, committed before the next batch is
+    staged. A mail's latency runs from its staging to its batch's commit.
 
     The `warmup` mails go the same way first, unmeasured, as the HTTP scenarios' warm-up
     requests do: a running fetcher has its parser processes started and its statements

@@ -41,8 +41,9 @@ FETCH_BATCH = 4
 
 # The points after a batch's commit, before (CP6) or amid (CP7) its server actions.
 COMMITTED_AT_CRASH = {"CP6", "CP7"}
-# The points reached once a batch; the others once a mail, and CP1 once a pass.
-ONCE_A_BATCH = {"CP5", "CP6", "CP7"}
+# The points reached once a batch (CP4: a batch's blobs are made durable together); the
+# others once a mail, and CP1 once a pass.
+ONCE_A_BATCH = {"CP4", "CP5", "CP6", "CP7"}
 
 
 def fires_after(point: str, k: int) -> int:

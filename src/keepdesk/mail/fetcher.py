@@ -1,10 +1,11 @@
 """One fetch pass over one mailbox, in the order that loses nothing (AC-1 to AC-6):
 
     SELECT → UID SEARCH after the cursor → their sizes (a command for up to 100 UIDs) →
-    per UID: size check → BODY.PEEK[] → raw bytes to the blob store (fsynced), parsed
-    meanwhile → for a batch of such mails (settings.mail_fetch_batch), one transaction: each
-    receipt, ticket/message, the cursor → only then MOVE / flag / delete on the server, one
-    command for the batch → mark its receipts done.
+    per UID: size check → BODY.PEEK[] → parsed (the parser's processes) → for a batch of such
+    mails (settings.mail_fetch_batch): their raw bytes to the blob store while they parse, and
+    their attachments after, each made durable together (`BlobStore.put_many`) → one
+    transaction: each receipt, ticket/message, the cursor → only then MOVE / flag / delete on
+    the server, one command for the batch → mark its receipts done.
 
 A crash anywhere leaves either nothing (the UID is fetched again; the receipt makes it a no-op)
 or a committed receipt whose server action is redone on the next pass. A batch whose
@@ -29,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk import leases
+from keepdesk.blobs import BlobStore
 from keepdesk.faults import crash_point
 from keepdesk.mail import ingest as ingesting
 from keepdesk.mail.imap import Fetched as Downloaded
@@ -329,14 +331,6 @@ async def _parse_first(recorder: Recorder, raw: bytes, uid: int) -> ParsedMail |
     except Exception:
         log.exception("parsing UID %d failed before its transaction", uid)
         return None
-    if isinstance(parsed, ParsedMail) and parsed.attachments:
-        # Their blobs written (and fsynced) now, beside the batch's other parses, not inside
-        # the transaction; there, storing them finds them on disk. Unused if the mail is not
-        # ingested after all, as its raw bytes' blob may be.
-        blobs = recorder.runtime.blobs
-        with contextlib.suppress(OSError):  # the transaction tries again, and reports it
-            for attachment in parsed.attachments:
-                await asyncio.to_thread(blobs.put, attachment.data)
     return parsed
 
 
@@ -415,27 +409,22 @@ class Recorder:
 
 @dataclass
 class Fetched:
-    """A mail on its way into the blob store (fsynced) and being parsed, side by side;
-    nothing about it is committed yet. `quarantine` holds the reason when it cannot be
-    ingested (too large to download, cut short by the server)."""
+    """A mail being parsed, its raw bytes not yet in the blob store; nothing about it is
+    committed yet. `record` stores a batch's mails together, and `blob_key` is set then.
+    `quarantine` holds the reason when it cannot be ingested (too large to download, cut short
+    by the server)."""
 
     uid: int
     raw: bytes
-    storing: asyncio.Task[str]
     parsing: asyncio.Task[ParsedMail | Rejected | None] | None = None
     quarantine: tuple[str, str] | None = None
+    blob_key: str = ""
 
-    @property
-    def blob_key(self) -> str:
-        return self.storing.result()  # only once `ready` returned
-
-    async def ready(self) -> ParsedMail | Rejected | None:
-        """Stored, and parsed (None when it was not parsed, or the parser failed)."""
-        await self.storing
+    async def parsed(self) -> ParsedMail | Rejected | None:
+        """Its parse (None when it was not parsed, or the parser failed)."""
         return None if self.parsing is None else await self.parsing
 
     def cancel(self) -> None:
-        self.storing.cancel()
         if self.parsing is not None:
             self.parsing.cancel()
 
@@ -443,22 +432,49 @@ class Fetched:
 def stage(
     recorder: Recorder, uid: int, raw: bytes, *, quarantine: tuple[str, str] | None = None
 ) -> Fetched:
-    """Start storing the raw bytes (disk: the fsyncs of a batch's mails overlap) and parsing
-    them (CPU), each on a thread. `record` waits for both before its transaction opens."""
-    storing = asyncio.create_task(_store(recorder.runtime, raw))
+    """Start parsing the raw bytes (CPU, in the parser's processes); `record` stores the
+    batch's raw bytes meanwhile and waits for both before its transaction opens."""
     parsing = (
         None if quarantine is not None else asyncio.create_task(_parse_first(recorder, raw, uid))
     )
-    return Fetched(uid, raw, storing, parsing, quarantine)
+    return Fetched(uid, raw, parsing, quarantine)
 
 
-async def _store(runtime: Runtime, raw: bytes) -> str:
+async def _ready(recorder: Recorder, pending: list[Fetched]) -> list[ParsedMail | Rejected | None]:
+    """The batch's raw bytes in the blob store, durable, and each mail parsed; then the blobs
+    of the parsed mails' attachments, durable, so that the transaction finds them on disk
+    (an attachment is never written inside it). Two `put_many` calls, each a sync or two for
+    the whole batch (`BlobStore.put_many`), not two fsyncs a blob."""
+    blobs = recorder.runtime.blobs
     try:
-        key = await asyncio.to_thread(runtime.blobs.put, raw)
+        storing = asyncio.create_task(_store(blobs, [f.raw for f in pending]))
+        try:
+            parsed = [await f.parsed() for f in pending]
+        finally:
+            keys = await storing
+        for fetched, key in zip(pending, keys, strict=True):
+            fetched.blob_key = key
+        crash_point("CP4")
+        attachments = [a.data for p in parsed if isinstance(p, ParsedMail) for a in p.attachments]
+        if attachments:
+            # Unused if the mail is not ingested after all, as its raw bytes' blob may be; on
+            # failure the transaction stores them again, and reports it.
+            with contextlib.suppress(StorageDown):
+                await _store(blobs, attachments)
+    except BaseException:
+        # A blob that could not be stored (a full disk, say): nothing of the batch is
+        # recorded, and its mails stay on the server for the next pass.
+        for fetched in pending:
+            fetched.cancel()
+        raise
+    return parsed
+
+
+async def _store(blobs: BlobStore, items: list[bytes]) -> list[str]:
+    try:
+        return await asyncio.to_thread(blobs.put_many, items)
     except OSError as exc:
         raise StorageDown(f"the blob store failed: {exc}") from exc
-    crash_point("CP4")
-    return key
 
 
 async def _fetch(
@@ -523,14 +539,7 @@ async def record(recorder: Recorder, pending: list[Fetched]) -> list[ReceiptOutc
     """Commit a batch of fetched mails: all in one transaction, or, when that fails, each in
     a transaction of its own with its own attempts and quarantine (AC-6), so one bad mail
     never holds back the others. None for a mail another fetcher committed meanwhile."""
-    try:
-        parsed = [await f.ready() for f in pending]
-    except BaseException:
-        # A blob that could not be stored (a full disk, say): nothing of the batch is
-        # recorded, and its mails stay on the server for the next pass.
-        for fetched in pending:
-            fetched.cancel()
-        raise
+    parsed = await _ready(recorder, pending)
     if len(pending) > 1:
         try:
             return list(await _commit_all(recorder, pending, parsed))

@@ -12,7 +12,9 @@ from keepdesk.mail.models import Mailbox, MailMessage, MailReceipt
 from keepdesk.outbox.models import OutboxKind, OutboxMessage
 from keepdesk.runtime import Runtime
 from keepdesk.tickets import queries, search
-from keepdesk.tickets.models import Ticket
+from keepdesk.tickets import service as tickets
+from keepdesk.tickets.models import Channel, Ticket
+from keepdesk.tickets.policy import TicketPolicy
 from tests.mail_faults.conftest import add_box
 from tests.mail_fetch.conftest import ImapAccount
 
@@ -118,6 +120,52 @@ async def test_one_batch_threads_dedupes_and_indexes_mails_that_refer_to_each_ot
             ("<printer-2@example.com>", True),
             ("<scanner@example.com>", False),
         ]
+
+
+async def test_tickets_from_batches_are_numbered_without_gaps(
+    runtime: Runtime, mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    """A batch takes numbers for all its mails at once and gives back those its replies and
+    duplicates did not use: the tickets of two batches and one opened between them follow
+    each other."""
+    first = _mail("<lamp@example.com>", "Lamp flickers", "Since Monday.")
+    for raw in (
+        first,
+        _mail(
+            "<lamp-2@example.com>", "Re: Lamp flickers", "Still.", in_reply_to="<lamp@example.com>"
+        ),
+        first,
+        _mail("<desk@example.com>", "Desk wobbles", "One leg is short."),
+    ):
+        await imap_account.append(raw)
+    assert (await fetch_once(runtime, mailbox.id)).ingested == 3
+    async with runtime.db.session(write=True) as session:
+        contact = (await session.scalars(select(Contact))).one()
+        await tickets.open_customer_ticket(
+            session,
+            requester=contact,
+            subject="From the web form",
+            body="Typed in a form.",
+            now=runtime.clock.now(),
+            blobs=runtime.blobs,
+            policy=TicketPolicy.from_runtime(runtime),
+            channel=Channel.web,
+        )
+        await session.commit()
+    await imap_account.append(_mail("<chair@example.com>", "Chair squeaks", "Loudly."))
+    assert (await fetch_once(runtime, mailbox.id)).ingested == 1
+
+    async with runtime.db.session() as session:
+        numbered = (
+            await session.execute(select(Ticket.number, Ticket.subject).order_by(Ticket.number))
+        ).all()
+    start = numbered[0].number
+    assert [(n - start, subject) for n, subject in numbered] == [
+        (0, "Lamp flickers"),
+        (1, "Desk wobbles"),
+        (2, "From the web form"),
+        (3, "Chair squeaks"),
+    ]
 
 
 async def test_a_reply_parsed_only_inside_the_transaction_still_finds_its_batch_mate(

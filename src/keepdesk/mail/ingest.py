@@ -191,7 +191,7 @@ async def recording_batch(
     statements (`look_up`); their history events, search index, receipts and mail records are
     written at the end, a statement each (`tickets.batched_writes`)."""
     seen = await look_up(session, mailbox_id=mailbox_id, uidvalidity=uidvalidity, mails=mails)
-    async with tickets.batched_writes(session):
+    async with tickets.batched_writes(session, new_tickets=len(mails)):
         yield seen
     session.add_all(seen.mail_records)
     session.add_all(seen.unwritten)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keepdesk.accounts import service as accounts
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import Agent, AgentRole, Contact, TeamMembership
 from keepdesk.blobs import BlobStore
-from keepdesk.db import conflict_insert
+from keepdesk.db import collecting, conflict_insert
 from keepdesk.errors import Conflict, InvalidInput, NotFound
 from keepdesk.outbox import ids
 from keepdesk.outbox import service as outbox
@@ -78,14 +78,30 @@ _counters = cast(Table, Counter.__table__).c
 _BUMP = (
     update(cast(Table, Counter.__table__))
     .where(_counters.name == "ticket")
-    .values(value=_counters.value + 1)
+    .values(value=_counters.value + bindparam("taken"))
     .returning(_counters.value)
 )
+# session.info key: the numbers a `batched_writes` block took ahead and has not handed out.
+_NUMBERS = "keepdesk.tickets.numbers"
+
+
+@dataclass
+class _Numbers:
+    """Ticket numbers taken from the counter at once for a batch: `next` up to `last`."""
+
+    ahead: int  # how many to take, the first time one is needed
+    next: int = 0
+    last: int = -1
 
 
 async def _next_number(session: AsyncSession, first: int) -> int:
     # The row lock taken here is held to commit, so numbers are handed out one at a time.
-    number = await session.scalar(_BUMP)
+    block: _Numbers | None = session.info.get(_NUMBERS)
+    if block is not None and block.next <= block.last:
+        block.next += 1
+        return block.next - 1
+    taken = max(block.ahead, 1) if block is not None else 1
+    number = await session.scalar(_BUMP, {"taken": taken})
     if number is None:
         # The very first ticket: create the counter (a racing first ticket's row wins), then
         # take a number from it like everyone else.
@@ -94,9 +110,22 @@ async def _next_number(session: AsyncSession, first: int) -> int:
             .values(name="ticket", value=first - 1)
             .on_conflict_do_nothing()
         )
-        number = await session.scalar(_BUMP)
+        number = await session.scalar(_BUMP, {"taken": taken})
     assert number is not None
+    if block is not None:
+        block.next, block.last = int(number) - taken + 2, int(number)
+        return int(number) - taken + 1
     return int(number)
+
+
+async def _give_back_numbers(session: AsyncSession, block: _Numbers) -> None:
+    """Return the numbers a batch took and did not use: the counter's row is still locked by
+    this transaction (PostgreSQL's row lock, SQLite's one writer), so no other ticket took a
+    number after them, and numbering stays without gaps."""
+    unused = block.last - block.next + 1
+    if unused > 0:
+        await session.execute(_BUMP, {"taken": -unused})
+        block.last = block.next - 1
 
 
 async def _add_message(
@@ -169,13 +198,19 @@ async def _check_assignee(session: AsyncSession, ticket: Ticket, assignee_id: in
 
 
 @asynccontextmanager
-async def batched_writes(session: AsyncSession) -> AsyncIterator[None]:
+async def batched_writes(session: AsyncSession, *, new_tickets: int = 0) -> AsyncIterator[None]:
     """For one transaction that runs many commands (the mail fetcher's batch): their history
     events are written in one INSERT and their tickets indexed for search in one statement, at
     the end of the block, instead of one statement each along the way. Nothing inside may read
-    either back, or open a savepoint."""
-    async with search.batched_index(session), history.batched_events(session):
-        yield
+    either back, or open a savepoint.
+
+    With `new_tickets`, the most tickets the block may open, their numbers are taken from the
+    counter in one statement the first time one is needed, and those left over given back in
+    one more at the end, instead of a statement a ticket."""
+    with collecting(session, _NUMBERS, _Numbers(ahead=new_tickets)) as numbers:
+        async with search.batched_index(session), history.batched_events(session):
+            yield
+        await _give_back_numbers(session, numbers)
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -60,10 +60,19 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
     def create(self, database: str, *, template: str | None = None) -> None:
+        """An empty database, or a copy of `template`. A copy is made file by file where the
+        server can (PostgreSQL 15's default writes the whole copy to the WAL, and the
+        checkpoint that follows wrote those 550 MB at 100,000 tickets all through the next
+        three minutes of measurements), then checkpointed, so a run starts with nothing of
+        the copy left to write."""
         self.drop(database)
         clause = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            if template and conn.info.server_version >= 150000:
+                clause += " STRATEGY = FILE_COPY"
             conn.execute(f'CREATE DATABASE "{database}"{clause}')
+            if template:
+                conn.execute("CHECKPOINT")
 
     def stop(self) -> None:
         if self.cluster is None or self.bin_dir is None:

@@ -130,7 +130,12 @@ async def test_both_processes_answer_and_every_answer_is_the_whole_truth(served:
             async with gate:
                 assert (await client.get("/healthz", headers=FRESH)).status_code == 200
 
-        await asyncio.gather(*(health() for _ in range(SPREAD)))
+        # Which process accepts a connection is the kernel's choice: on a busy machine one of
+        # them can take forty in a row, so rounds of them go out until both have answered.
+        for _ in range(10):
+            await asyncio.gather(*(health() for _ in range(SPREAD)))
+            if served.answered_by() == children:
+                break
         assert served.answered_by() == children, "both processes answered"
 
         # Counts add up over the processes, whichever answers the scrape.

@@ -443,8 +443,8 @@ def stage(
 async def _ready(recorder: Recorder, pending: list[Fetched]) -> list[ParsedMail | Rejected | None]:
     """The batch's raw bytes in the blob store, durable, and each mail parsed; then the blobs
     of the parsed mails' attachments, durable, so that the transaction finds them on disk
-    (an attachment is never written inside it). Two `put_many` calls, each a sync or two for
-    the whole batch (`BlobStore.put_many`), not two fsyncs a blob."""
+    (an attachment is never written inside it). Two `put_many` calls, each two syncs for the
+    whole batch (`BlobStore.put_many`), not two fsyncs a blob."""
     blobs = recorder.runtime.blobs
     try:
         storing = asyncio.create_task(_store(blobs, [f.raw for f in pending]))
@@ -480,8 +480,8 @@ async def _store(blobs: BlobStore, items: list[bytes]) -> list[str]:
 async def _fetch(
     recorder: Recorder, imap: ImapClient, uid: int, size: int | None, ahead: _Ahead
 ) -> Fetched | None:
-    """The mail of one UID of `size` bytes, stored and parsing; None when another client
-    expunged it."""
+    """The mail of one UID of `size` bytes, parsing (`record` stores it with its batch); None
+    when another client expunged it."""
     if size is None:
         return None  # expunged by another client meanwhile (F5): nothing to do
     limits = recorder.limits

@@ -112,10 +112,10 @@ async def _next_number(session: AsyncSession, first: int) -> int:
         )
         number = await session.scalar(_BUMP, {"taken": taken})
     assert number is not None
+    ours = int(number) - taken + 1  # the first of those taken; the block keeps the rest
     if block is not None:
-        block.next, block.last = int(number) - taken + 2, int(number)
-        return int(number) - taken + 1
-    return int(number)
+        block.next, block.last = ours + 1, int(number)
+    return ours
 
 
 async def _give_back_numbers(session: AsyncSession, block: _Numbers) -> None:

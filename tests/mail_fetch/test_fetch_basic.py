@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from keepdesk.accounts.access import Actor
 from keepdesk.accounts.models import AgentRole, Contact
@@ -166,6 +167,51 @@ async def test_tickets_from_batches_are_numbered_without_gaps(
         (2, "From the web form"),
         (3, "Chair squeaks"),
     ]
+
+
+async def test_a_batch_threads_only_the_participants_of_the_tickets_it_refers_to(
+    runtime: Runtime, mailbox: Mailbox, imap_account: ImapAccount
+) -> None:
+    """A batch reads who takes part in the tickets its mails refer to once, with its other
+    look-ups: the requester's answer threads, a stranger quoting the same Message-ID opens a
+    ticket of their own."""
+    await imap_account.append(_mail("<boiler@example.com>", "Boiler leaks", "Water on the floor."))
+    assert (await fetch_once(runtime, mailbox.id)).ingested == 1
+    stranger = (
+        b"From: Eve Mallory <eve@elsewhere.test>\nTo: support@example.com\n"
+        b"Subject: Re: Boiler leaks\nMessage-ID: <eve@elsewhere.test>\n"
+        b"In-Reply-To: <boiler@example.com>\nReferences: <boiler@example.com>\n"
+        b"Date: Mon, 02 Mar 2026 10:00:00 +0000\nMIME-Version: 1.0\n"
+        b"Content-Type: text/plain; charset=utf-8\n\nPlease send the invoice to me instead.\n"
+    )
+    for raw in (
+        _mail(
+            "<boiler-2@example.com>",
+            "Re: Boiler leaks",
+            "It got worse.",
+            in_reply_to="<boiler@example.com>",
+        ),
+        stranger,
+    ):
+        await imap_account.append(raw)
+
+    assert (await fetch_once(runtime, mailbox.id)).ingested == 2
+
+    async with runtime.db.session() as session:
+        by_subject = {
+            t.subject: t
+            for t in await session.scalars(
+                select(Ticket).options(selectinload(Ticket.tags)).order_by(Ticket.number)
+            )
+        }
+        assert sorted(by_subject) == ["Boiler leaks", "Re: Boiler leaks"]
+        boiler, separate = by_subject["Boiler leaks"], by_subject["Re: Boiler leaks"]
+        thread = await queries.list_messages(session, ticket=boiler, cursor=None, limit=10)
+        assert [m.body_text.strip() for m in thread.items] == [
+            "Water on the floor.",
+            "It got worse.",
+        ]
+        assert [tag.name for tag in separate.tags] == ["unverified-follow-up"]
 
 
 async def test_a_reply_parsed_only_inside_the_transaction_still_finds_its_batch_mate(

@@ -139,6 +139,8 @@ class Seen:
     # on one.
     refs: set[str] = field(default_factory=set)
     threads: dict[str, Ticket] = field(default_factory=dict)
+    # The contacts taking part in the tickets of `threads` as `look_up` found them, by ticket.
+    participants: dict[int, set[str]] = field(default_factory=dict)
     # The batch's new receipts and mail records, written together at its end.
     unwritten: list[MailReceipt] = field(default_factory=list)
     mail_records: list[MailMessage] = field(default_factory=list)
@@ -187,7 +189,7 @@ async def recording_batch(
     mails: Sequence[tuple[int, bytes, ParsedMail | Rejected | None]],
 ) -> AsyncIterator[Seen]:
     """One transaction's batch of (UID, raw bytes, parse) of one mailbox, each mail recorded
-    inside with `ingest(..., seen=...)`: what they look up is read at the start, four
+    inside with `ingest(..., seen=...)`: what they look up is read at the start, five
     statements (`look_up`); their history events, search index, receipts and mail records are
     written at the end, a statement each (`tickets.batched_writes`)."""
     seen = await look_up(session, mailbox_id=mailbox_id, uidvalidity=uidvalidity, mails=mails)
@@ -204,7 +206,7 @@ async def look_up(
     uidvalidity: int,
     mails: Sequence[tuple[int, bytes, ParsedMail | Rejected | None]],
 ) -> Seen:
-    """`Seen` for a batch of (UID, raw bytes, parse) of one mailbox: four statements."""
+    """`Seen` for a batch of (UID, raw bytes, parse) of one mailbox: five statements."""
     uids = [uid for uid, _, _ in mails]
     found = await session.scalars(
         select(MailReceipt).where(
@@ -226,7 +228,7 @@ async def look_up(
             for uid, raw, p in parsed
         ],
     )
-    await seen.threads_for(
+    threads = await seen.threads_for(
         session,
         [
             ref
@@ -234,6 +236,7 @@ async def look_up(
             for ref in threading.references_newest_first(p.in_reply_to, p.references)
         ],
     )
+    seen.participants = await threading.participants_of(session, list(threads.values()))
     return seen
 
 
@@ -505,6 +508,7 @@ async def ingest(
         references=parsed.references,
         secret=runtime.secret,
         known=await _threads(session, seen, parsed),
+        known_participants=seen.participants if seen is not None else None,
     )
     policy = TicketPolicy.from_runtime(runtime)
     attachments = _attachments(parsed)
@@ -526,6 +530,8 @@ async def ingest(
             automated=automation.is_automated,
         )
         is_new = ticket.id != decision.ticket.id
+        if seen is not None and ticket.id in seen.participants:
+            seen.participants[ticket.id].add(contact.email)
     else:
         ticket, message = await tickets.open_customer_ticket(
             session,

@@ -58,6 +58,32 @@ async def participants(session: AsyncSession, ticket: Ticket) -> set[str]:
     return set(rows.all())
 
 
+async def participants_of(
+    session: AsyncSession, tickets: Collection[Ticket]
+) -> dict[int, set[str]]:
+    """`participants` of each of these tickets, by ticket id, in one statement (a fetch
+    batch's threads, read with its other look-ups): the requesters and the message authors
+    as (ticket, contact) pairs, then the contacts by their key."""
+    if not tickets:
+        return {}
+    ticket_ids = sorted({t.id for t in tickets})
+    pairs = union(
+        select(Ticket.id.label("ticket_id"), Ticket.requester_id.label("contact_id")).where(
+            Ticket.id.in_(ticket_ids)
+        ),
+        select(Message.ticket_id, Message.author_contact_id).where(
+            Message.ticket_id.in_(ticket_ids), Message.author_contact_id.is_not(None)
+        ),
+    ).subquery()
+    rows = await session.execute(
+        select(pairs.c.ticket_id, Contact.email).join(Contact, Contact.id == pairs.c.contact_id)
+    )
+    found: dict[int, set[str]] = {ticket_id: set() for ticket_id in ticket_ids}
+    for ticket_id, email in rows:
+        found[ticket_id].add(email)
+    return found
+
+
 async def _ticket_by_number(session: AsyncSession, number: int) -> Ticket | None:
     return await session.scalar(select(Ticket).where(Ticket.number == number))
 
@@ -108,9 +134,11 @@ async def decide(
     references: list[str],
     secret: bytes,
     known: dict[str, Ticket] | None = None,
+    known_participants: dict[int, set[str]] | None = None,
 ) -> ThreadDecision:
     """`known`: the tickets of these references, looked up already for a batch of mails
-    (`tickets_of_mails`, with the batch's own recorded since); else they are read here."""
+    (`tickets_of_mails`, with the batch's own recorded since); else they are read here. So
+    are the participants of a ticket not in `known_participants` (`participants_of`)."""
     refs = references_newest_first(in_reply_to, references)
     found = await _referenced(session, refs, secret, known)
     if found is None:
@@ -122,7 +150,10 @@ async def decide(
     if found is None:
         return ThreadDecision(None, "it refers to no existing ticket, so it opened a new one")
     ticket, why = found.ticket, found.why
-    if sender in await participants(session, ticket):
+    taking_part = (known_participants or {}).get(ticket.id)
+    if taking_part is None:
+        taking_part = await participants(session, ticket)
+    if sender in taking_part:
         return ThreadDecision(
             ticket,
             f"Threaded onto #{ticket.number} because {why} and {sender} takes part in that ticket.",

@@ -38,26 +38,8 @@ class BlobStore:
         return self.root / key[:2] / key[2:4] / key
 
     def put(self, data: bytes) -> str:
-        key = hashlib.sha256(data).hexdigest()
-        path = self.path_for(key)
-        if path.exists():
-            return key
-        created = self._make_dirs(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename is durable once the directory entry is; new directories need their own
-        # entries in their parents made durable too.
-        for directory in [path.parent, *created]:
-            _fsync_dir(directory)
-        return key
+        """The blob's key, once its bytes and its directory entry are on disk (an fsync each)."""
+        return self._put([data], together=False)[0]
 
     def _make_dirs(self, leaf: Path) -> list[Path]:
         """Create the fan-out directories; the parents of those created, deepest first."""
@@ -77,13 +59,16 @@ class BlobStore:
         one `syncfs` of the store's filesystem (`_syncing`): at 20 mails a batch that
         took the fetcher's blob writes from 43 to 11-14 ms a batch on this machine's disk,
         where every fsync is a flush of the device's cache."""
+        return self._put(items, together=True)
+
+    def _put(self, items: Sequence[bytes], *, together: bool) -> list[str]:
         keys = [hashlib.sha256(data).hexdigest() for data in items]
         written: dict[str, tuple[str, Path]] = {}  # key: temporary file, final path
         directories: dict[Path, None] = {}  # whose entries change, in order
         if not self.root.exists():  # the very first blob: `_syncing` opens the root
             self.root.mkdir(parents=True, exist_ok=True)
             directories[self.root.parent] = None
-        with _syncing(self.root) as sync:
+        with _syncing(self.root, together=together) as sync:
             try:
                 for key, data in zip(keys, items, strict=True):
                     path = self.path_for(key)
@@ -115,17 +100,13 @@ class BlobStore:
         return self.path_for(key).is_file()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_each(paths: Sequence[Path]) -> None:
-    for path in paths:
-        _fsync_dir(path)  # a file opened read-only is fsynced the same way
+    for path in paths:  # files and directories alike, opened read-only
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -183,13 +164,13 @@ def _filesystem_type(root: Path) -> str | None:
 
 
 @contextmanager
-def _syncing(root: Path) -> Iterator[Callable[[Sequence[Path]], None]]:
-    """How to make a batch's files durable: one `syncfs` of `root`'s filesystem (all of its
-    written data and metadata, ours among it, and a flush of the disk's cache) on a local
-    Linux filesystem while little else is waiting to be written; an fsync of each otherwise.
-    Entered before the batch is written: since Linux 5.8, syncfs reports any write error on
-    the filesystem after the descriptor it is given was opened, ours included."""
-    syncfs = _SYNCFS
+def _syncing(root: Path, *, together: bool) -> Iterator[Callable[[Sequence[Path]], None]]:
+    """How to make files durable: for a batch (`together`), one `syncfs` of `root`'s
+    filesystem (all of its written data and metadata, ours among it, and a flush of the disk's
+    cache) on a local Linux filesystem while little else is waiting to be written; an fsync of
+    each otherwise. Entered before the batch is written: since Linux 5.8, syncfs reports any
+    write error on the filesystem after the descriptor it is given was opened, ours included."""
+    syncfs = _SYNCFS if together else None
     dirty = _dirty_bytes() if syncfs is not None else None
     if (
         syncfs is None

@@ -125,7 +125,6 @@ async def _give_back_numbers(session: AsyncSession, block: _Numbers) -> None:
     unused = block.last - block.next + 1
     if unused > 0:
         await session.execute(_BUMP, {"taken": -unused})
-        block.last = block.next - 1
 
 
 async def _add_message(
